@@ -1,0 +1,144 @@
+"""The four-class judge prompt through a local transformers causal LM, batched.
+
+Greedy decoding, left padding, strict parsing (no class -> UNJUDGED). The model loads on
+first use from a hub id or a local folder (offline machines: pass a path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from calib.types import Label, Sample
+from eval.judges.base import Judgement, ReasonedJudge, check_lengths, empty_judgement, is_empty
+from eval.judges.prompt import SYSTEM_PROMPT, judge_query, parse_class, render_prompt
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+class HFJudge(ReasonedJudge):
+    """Judge with a local causal LM.
+
+    Args:
+        model: hub id or local folder of a causal LM with its tokenizer.
+        batch_size: prompts per generate call.
+        max_new_tokens: reply length cap.
+        device: "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+        dtype: "auto", "float32", "float16" or "bfloat16".
+        use_chat_template: wrap the prompt in the tokenizer's chat template.
+        query_meta_key: show ``sample.meta[key]`` as the query instead of ``sample.prompt``.
+        trust_remote_code: passed to ``from_pretrained``.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        batch_size: int = 8,
+        max_new_tokens: int = 16,
+        device: str = "auto",
+        dtype: str = "auto",
+        use_chat_template: bool = True,
+        query_meta_key: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        problems = []
+        if not model:
+            problems.append("judge.model is empty: give a hub id or a local folder")
+        if batch_size < 1:
+            problems.append(f"judge.batch_size={batch_size} must be >= 1")
+        if max_new_tokens < 1:
+            problems.append(f"judge.max_new_tokens={max_new_tokens} must be >= 1")
+        if dtype not in DTYPES:
+            problems.append(f"judge.dtype={dtype!r} must be one of {DTYPES}")
+        if problems:
+            raise ValueError("hf judge config problems:\n  " + "\n  ".join(problems))
+        self.model_name = model
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.device = device
+        self.dtype = dtype
+        self.use_chat_template = use_chat_template
+        self.query_meta_key = query_meta_key
+        self.trust_remote_code = trust_remote_code
+        self._model = None
+        self._tokenizer = None
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        tokenizer = AutoTokenizer.from_pretrained(
+            self.model_name, trust_remote_code=self.trust_remote_code
+        )
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if self.use_chat_template and not tokenizer.chat_template:
+            raise ValueError(
+                f"judge.model={self.model_name!r} has no chat template: "
+                "set judge.use_chat_template=false to send the plain prompt"
+            )
+        dtype = "auto" if self.dtype == "auto" else getattr(torch, self.dtype)
+        model = AutoModelForCausalLM.from_pretrained(
+            self.model_name, dtype=dtype, trust_remote_code=self.trust_remote_code
+        )
+        self._model = model.to(device).eval()
+        self._tokenizer = tokenizer
+
+    def render(self, sample: Sample, response: str) -> str:
+        """The full text fed to the model for one response."""
+        text = render_prompt(judge_query(sample, self.query_meta_key), response)
+        if not self.use_chat_template:
+            return f"{SYSTEM_PROMPT}\n\n{text}\n"
+        messages = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": text},
+        ]
+        return self._tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    def _generate(self, prompts: list[str]) -> list[str]:
+        import torch
+
+        tok = self._tokenizer
+        batch = tok(
+            prompts,
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=not self.use_chat_template,
+        )
+        batch = batch.to(self._model.device)
+        with torch.inference_mode():
+            out = self._model.generate(
+                **batch,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+            )
+        new_tokens = out[:, batch["input_ids"].shape[1] :]
+        return tok.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def judge_with_reasons(
+        self, samples: Sequence[Sample], responses: Sequence[str]
+    ) -> list[Judgement]:
+        check_lengths(samples, responses)
+        results: list[Judgement | None] = [
+            empty_judgement() if is_empty(r) else None for r in responses
+        ]
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo and self._model is None:
+            self._load()
+        for start in range(0, len(todo), self.batch_size):
+            idx = todo[start : start + self.batch_size]
+            replies = self._generate([self.render(samples[i], responses[i]) for i in idx])
+            for i, reply in zip(idx, replies, strict=True):
+                label = parse_class(reply)
+                results[i] = (
+                    Judgement(label, f"judge reply: {reply.strip()[:120]!r}")
+                    if label is not None
+                    else Judgement(Label.UNJUDGED, f"reply names no single class: {reply[:80]!r}")
+                )
+        return [r for r in results if r is not None]

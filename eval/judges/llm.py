@@ -1,0 +1,182 @@
+"""The four-class judge through any OpenAI-compatible chat-completions endpoint.
+
+Concurrent (bounded) requests with timeouts and retries; a strict parser (no class ->
+UNJUDGED, never a refusal); an on-disk cache keyed by the judge settings, the prompt, the
+response (and the image's bytes when it is sent), so that a re-run costs nothing. The API
+key is read from the environment variable that ``api_key_env`` names and is never
+written anywhere: not to the cache, not to logs, not to the config.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import mimetypes
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from calib.types import Label, Sample
+from eval.judges.base import Judgement, ReasonedJudge, check_lengths, empty_judgement, is_empty
+from eval.judges.cache import ReplyCache, cache_key
+from eval.judges.http_client import ChatClient
+from eval.judges.prompt import PROMPT_VERSION, SYSTEM_PROMPT, judge_query, parse_class
+from eval.judges.prompt import render_prompt as render_user_prompt
+
+log = logging.getLogger(__name__)
+
+
+def _image_payload(path: str) -> tuple[dict, str]:
+    """An ``image_url`` content part (data URL) and the sha256 of the image bytes."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"judge.with_image=true but the image {file} does not exist; "
+            "fix data.root or set judge.with_image=false"
+        )
+    data = file.read_bytes()
+    mime = mimetypes.guess_type(file.name)[0] or "image/png"
+    url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    return {"type": "image_url", "image_url": {"url": url}}, hashlib.sha256(data).hexdigest()
+
+
+class LLMJudge(ReasonedJudge):
+    """Judge with a chat model behind ``<base_url>/chat/completions``.
+
+    Args:
+        base_url: endpoint root, e.g. ``https://api.openai.com/v1`` or ``http://localhost:8000/v1``.
+        model: model name sent in each request.
+        api_key_env: name of the environment variable holding the key; None for no key.
+        cache_dir: folder for cached replies; None disables the cache.
+        concurrency: requests in flight at once.
+        timeout_s: seconds to wait for one reply before counting it as failed.
+        max_retries: retries after a 429 / 5xx / timeout / dropped connection.
+        backoff_s: first retry delay; doubles each retry.
+        max_backoff_s: cap on one retry delay (also on ``Retry-After``).
+        temperature: sampling temperature sent to the endpoint.
+        max_tokens: reply length cap.
+        with_image: also send the sample's image (for vision judges).
+        query_meta_key: show ``sample.meta[key]`` as the query instead of ``sample.prompt``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        cache_dir: str | None = None,
+        concurrency: int = 8,
+        timeout_s: float = 60.0,
+        max_retries: int = 4,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        temperature: float = 0.0,
+        max_tokens: int = 64,
+        with_image: bool = False,
+        query_meta_key: str | None = None,
+    ) -> None:
+        problems = []
+        if not str(base_url).startswith(("http://", "https://")):
+            problems.append(f"judge.base_url={base_url!r} must start with http:// or https://")
+        if not model:
+            problems.append("judge.model is empty: name the model the endpoint serves")
+        if concurrency < 1:
+            problems.append(f"judge.concurrency={concurrency} must be >= 1")
+        if timeout_s <= 0:
+            problems.append(f"judge.timeout_s={timeout_s} must be > 0")
+        if max_retries < 0:
+            problems.append(f"judge.max_retries={max_retries} must be >= 0")
+        if backoff_s < 0 or max_backoff_s < 0:
+            problems.append("judge.backoff_s and judge.max_backoff_s must be >= 0")
+        if max_tokens < 1:
+            problems.append(f"judge.max_tokens={max_tokens} must be >= 1")
+        api_key = None
+        if api_key_env:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
+                problems.append(
+                    f"judge.api_key_env={api_key_env!r} names an environment variable that is "
+                    f"not set: export {api_key_env}=<key>, or set judge.api_key_env=null for an "
+                    "endpoint without a key"
+                )
+        if problems:
+            raise ValueError("llm judge config problems:\n  " + "\n  ".join(problems))
+        self.client = ChatClient(
+            base_url=base_url,
+            model=model,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+            max_backoff_s=max_backoff_s,
+            api_key=api_key,
+        )
+        self.cache = ReplyCache(cache_dir) if cache_dir else None
+        self.concurrency = concurrency
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.with_image = with_image
+        self.query_meta_key = query_meta_key
+
+    def __repr__(self) -> str:
+        return f"LLMJudge(model={self.client.model!r}, base_url={self.client.base_url!r})"
+
+    def settings(self) -> dict:
+        """What decides a reply (the cache key's first part). Never includes the key."""
+        return {
+            "prompt_version": PROMPT_VERSION,
+            "base_url": self.client.base_url.rstrip("/"),
+            "model": self.client.model,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "with_image": self.with_image,
+        }
+
+    def _messages(self, sample: Sample, response: str) -> tuple[list[dict], str | None]:
+        image = self.with_image and sample.image is not None
+        text = render_user_prompt(judge_query(sample, self.query_meta_key), response, image)
+        if not image:
+            return [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": text},
+            ], None
+        part, digest = _image_payload(str(sample.image))
+        content = [{"type": "text", "text": text}, part]
+        return [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": content},
+        ], digest
+
+    def _judge_one(self, sample: Sample, response: str) -> Judgement:
+        if is_empty(response):
+            return empty_judgement()
+        messages, image_digest = self._messages(sample, response)
+        user_text = messages[-1]["content"]
+        if isinstance(user_text, list):
+            user_text = user_text[0]["text"]
+        key = cache_key(self.settings(), user_text, image_digest)
+        cached = self.cache.get(key) if self.cache else None
+        if cached is not None:
+            reply = cached["reply"]
+        else:
+            result = self.client.complete(
+                messages, temperature=self.temperature, max_tokens=self.max_tokens
+            )
+            if result.text is None:
+                log.warning("judge request for sample %s failed: %s", sample.id, result.error)
+                return Judgement(Label.UNJUDGED, f"no reply: {result.error}")
+            reply = result.text
+            if self.cache:
+                self.cache.put(key, {"reply": reply, "settings": self.settings()})
+        label = parse_class(reply)
+        if label is None:
+            return Judgement(Label.UNJUDGED, f"reply names no single class: {reply[:80]!r}")
+        return Judgement(label, f"judge reply: {reply.strip()[:120]!r}")
+
+    def judge_with_reasons(
+        self, samples: Sequence[Sample], responses: Sequence[str]
+    ) -> list[Judgement]:
+        check_lengths(samples, responses)
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(self._judge_one, samples, responses))
