@@ -8,6 +8,16 @@ or adapters on one must remove them again (as every method's ``active()`` does).
 
 from __future__ import annotations
 
+import os
+
+# Tests run in parallel workers (pytest -n 2) on small machines: one BLAS/OpenMP thread per
+# worker avoids oversubscription, which slows tiny models by orders of magnitude. Set before
+# torch is imported; subprocesses that tests start inherit it. Nothing may reach a network.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 from pathlib import Path
 
 import numpy as np
