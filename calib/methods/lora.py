@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from calib.cache import image_digest
 from calib.chat import default_conversation
 from calib.errors import ConfigError
 from calib.io import write_json_atomic, write_jsonl_atomic
@@ -83,6 +84,7 @@ class LoraMethod:
         refusals: Mapping[str, str] | None,
         utility_mix: float,
         utility_source: Any,
+        utility_exclude: Any,
         batch_size_generate: int,
         decoding: Mapping[str, Any],
         cache_dir: str,
@@ -129,6 +131,7 @@ class LoraMethod:
         self.refusals = dict(refusals or {})
         self.utility_mix = utility_mix
         self.utility_source = utility_source
+        self.utility_exclude = utility_exclude
         self.batch_size_generate = batch_size_generate
         self.decoding = dict(decoding)
         self.cache_dir = cache_dir
@@ -150,7 +153,11 @@ class LoraMethod:
                     {"adapter": str(self.adapter_dir), "hash": self._adapter_hash},
                 )
             return
-        utility_items = self.utility_source.items() if self.utility_mix > 0 else []
+        utility_items = (
+            without_evaluated(self.utility_source.items(), self.utility_exclude.items())
+            if self.utility_mix > 0
+            else []
+        )
         # One process generates the base answers; the others then read them from the cache.
         with state.main_process_first():
             examples = build_examples(
@@ -256,3 +263,18 @@ def adapter_applied(vlm: VLM, adapter_dir: Path, *, merge: bool = False) -> Iter
             for name, weight in originals.items():
                 vlm.model.get_submodule(name).weight.copy_(weight)
         snapshot.restore()
+
+
+def without_evaluated(items: Sequence[Sample], evaluated: Sequence[Sample]) -> list[Sample]:
+    """Training utility items minus exact copies of evaluated ones.
+
+    A copy has the same question, the same answer and the same image bytes: two utility
+    sets drawn with different seeds can still share items (a printed word renders the
+    same whatever the seed), and training on them would inflate the utility figure.
+    """
+
+    def key(item: Sample) -> tuple:
+        return item.prompt, item.reference, image_digest(item.image) if item.image else None
+
+    seen = {key(item) for item in evaluated}
+    return [item for item in items if key(item) not in seen]

@@ -270,3 +270,22 @@ def test_train_only_entry_point_needs_method_lora(tmp_path):
         check=False,
     )
     assert result.returncode != 0 and "method=lora" in result.stderr
+
+
+def test_training_utility_never_copies_an_evaluated_item(tmp_path):
+    """Printed-word items render the same whatever the seed: they must be dropped."""
+    from calib.cache import image_digest
+    from calib.methods.lora import without_evaluated
+    from eval.utility_sample import SampleUtility
+
+    evaluated = SampleUtility(n_per_task=12, seed=0, cache_dir=str(tmp_path)).items()
+    training = SampleUtility(n_per_task=40, seed=1, cache_dir=str(tmp_path)).items()
+
+    def key(item):
+        return item.prompt, item.reference, image_digest(item.image)
+
+    evaluated_keys = {key(item) for item in evaluated}
+    assert any(key(item) in evaluated_keys for item in training), "the sets should overlap"
+    kept = without_evaluated(training, evaluated)
+    assert kept and not any(key(item) in evaluated_keys for item in kept)
+    assert len(kept) < len(training)
