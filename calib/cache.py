@@ -161,11 +161,15 @@ class GenerationCache:
         }
 
     def clear(self, *, model: str | None = None, method: str | None = None) -> int:
-        """Delete rows (all, or those of one model identity and/or method fingerprint)."""
+        """Delete rows (all, or those of one model and/or method fingerprint).
+
+        ``model`` is a model key as ``stats`` prints it (``<identity>|<dtype>``) or just the
+        identity (``run.model_identity`` in metrics.json), which matches every dtype.
+        """
         where, args = [], []
         if model is not None:
-            where.append("model = ?")
-            args.append(model)
+            where.append("(model = ? OR substr(model, 1, ?) = ?)")
+            args += [model, len(model) + 1, f"{model}|"]
         if method is not None:
             where.append("method = ?")
             args.append(method)
@@ -257,7 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="the run's paths.cache_dir (default: as conf/paths/default.yaml resolves it)",
     )
-    parser.add_argument("--model", help="clear: only this model identity")
+    parser.add_argument(
+        "--model", help="clear: only this model (identity from metrics.json, or key from stats)"
+    )
     parser.add_argument("--method", help="clear: only this method fingerprint")
     args = parser.parse_args(argv)
     path = (args.cache_dir or default_cache_dir()) / CACHE_FILE

@@ -158,3 +158,18 @@ def test_command_line_stats_and_clear(tmp_path, capsys):
     assert "deleted 1" in capsys.readouterr().out
     assert main(["clear", "--cache-dir", str(tmp_path)]) == 0
     assert "deleted 1" in capsys.readouterr().out
+
+
+def test_clear_by_identity_matches_every_dtype_of_that_model(tmp_path):
+    """`calib-cache clear --model <run.model_identity>` finds rows keyed `<identity>|<dtype>`."""
+    with GenerationCache.in_dir(tmp_path) as cache:
+        cache.put_many(
+            [
+                Entry("k1", "a", "local:abc|torch.float32", "none"),
+                Entry("k2", "b", "local:abc|torch.bfloat16", "none"),
+                Entry("k3", "c", "local:abcd|torch.float32", "none"),
+            ]
+        )
+        assert cache.clear(model="local:abc") == 2
+        assert cache.get_many(["k3"]) == {"k3": "c"}
+        assert cache.clear(model="local:abcd|torch.float32") == 1
