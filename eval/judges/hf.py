@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from calib.errors import ConfigError
 from calib.types import Label, Sample
 from eval.judges.base import Judgement, ReasonedJudge, check_lengths, empty_judgement, is_empty
 from eval.judges.prompt import SYSTEM_PROMPT, judge_query, parse_class, render_prompt
@@ -50,7 +51,7 @@ class HFJudge(ReasonedJudge):
         if dtype not in DTYPES:
             problems.append(f"judge.dtype={dtype!r} must be one of {DTYPES}")
         if problems:
-            raise ValueError("hf judge config problems:\n  " + "\n  ".join(problems))
+            raise ConfigError(problems)
         self.model_name = model
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from calib.errors import ConfigError
 from calib.types import Label, Sample
 from eval.judges.base import Judgement, ReasonedJudge, check_lengths, empty_judgement, is_empty
 from eval.judges.cache import ReplyCache, cache_key
@@ -102,7 +103,7 @@ class LLMJudge(ReasonedJudge):
                     "endpoint without a key"
                 )
         if problems:
-            raise ValueError("llm judge config problems:\n  " + "\n  ".join(problems))
+            raise ConfigError(problems)
         self.client = ChatClient(
             base_url=base_url,
             model=model,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from calib.errors import ConfigError
 from calib.types import Label, Sample
 from eval.judges.base import Judgement, ReasonedJudge, check_lengths, empty_judgement, is_empty
 
@@ -250,7 +251,7 @@ class RefusalRulesJudge(ReasonedJudge):
 
     def __init__(self, opening_sentences: int = 2) -> None:
         if opening_sentences < 1:
-            raise ValueError(f"judge.opening_sentences={opening_sentences} must be >= 1")
+            raise ConfigError(f"judge.opening_sentences={opening_sentences} must be >= 1")
         self.opening_sentences = opening_sentences
 
     def opening_refusal(self, parts: list[str]) -> Judgement | None:

@@ -165,11 +165,11 @@ def test_clear_by_identity_matches_every_dtype_of_that_model(tmp_path):
     with GenerationCache.in_dir(tmp_path) as cache:
         cache.put_many(
             [
-                Entry("k1", "a", "local:abc|torch.float32", "none"),
-                Entry("k2", "b", "local:abc|torch.bfloat16", "none"),
-                Entry("k3", "c", "local:abcd|torch.float32", "none"),
+                Entry("k1", "a", "local:abc|float32", "none"),
+                Entry("k2", "b", "local:abc|bfloat16", "none"),
+                Entry("k3", "c", "local:abcd|float32", "none"),
             ]
         )
         assert cache.clear(model="local:abc") == 2
         assert cache.get_many(["k3"]) == {"k3": "c"}
-        assert cache.clear(model="local:abcd|torch.float32") == 1
+        assert cache.clear(model="local:abcd|float32") == 1
