@@ -10,15 +10,13 @@ on-disk reply cache, so a re-run costs nothing.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from calib.errors import ConfigError
 from calib.types import Sample
 from eval.judges.cache import ReplyCache, cache_key
-from eval.judges.http_client import ChatClient
+from eval.judges.http_client import endpoint_client
 
 log = logging.getLogger(__name__)
 
@@ -66,27 +64,17 @@ class LLMGrader:
         max_backoff_s: float,
         max_tokens: int,
     ):
-        problems = []
-        if not str(base_url).startswith(("http://", "https://")):
-            problems.append(f"utility.grader.base_url={base_url!r} must start with http(s)://")
-        if concurrency < 1:
-            problems.append(f"utility.grader.concurrency={concurrency} must be >= 1")
-        api_key = os.environ.get(api_key_env) if api_key_env else None
-        if api_key_env and not api_key:
-            problems.append(
-                f"utility.grader.api_key_env={api_key_env} names an environment variable that "
-                f"is not set: export {api_key_env}=<key>, or set it to null for a keyless endpoint"
-            )
-        if problems:
-            raise ConfigError(problems)
-        self.client = ChatClient(
+        self.client = endpoint_client(
+            "utility.grader",
             base_url=base_url,
             model=model,
+            api_key_env=api_key_env,
+            concurrency=concurrency,
             timeout_s=timeout_s,
             max_retries=max_retries,
             backoff_s=backoff_s,
             max_backoff_s=max_backoff_s,
-            api_key=api_key,
+            max_tokens=max_tokens,
         )
         self.cache = ReplyCache(cache_dir) if cache_dir else None
         self.concurrency, self.max_tokens = concurrency, max_tokens

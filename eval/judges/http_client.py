@@ -11,10 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+
+from calib.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -124,3 +127,56 @@ class ChatClient:
         if not isinstance(content, str):
             return ChatResult(None, "reply content is not text", attempts)
         return ChatResult(content, None, attempts)
+
+
+def endpoint_client(
+    key: str,
+    *,
+    base_url: str,
+    model: str,
+    api_key_env: str | None,
+    concurrency: int,
+    timeout_s: float,
+    max_retries: int,
+    backoff_s: float,
+    max_backoff_s: float,
+    max_tokens: int,
+) -> ChatClient:
+    """A checked client for the endpoint configured under ``key`` (``judge``, ``utility.grader``).
+
+    Every setting problem is reported at once, naming ``<key>.<setting>``; the API key is
+    read from the environment variable ``api_key_env`` names and kept only in the client.
+    """
+    problems = []
+    if not str(base_url).startswith(("http://", "https://")):
+        problems.append(f"{key}.base_url={base_url!r} must start with http:// or https://")
+    if not model:
+        problems.append(f"{key}.model is empty: name the model the endpoint serves")
+    if concurrency < 1:
+        problems.append(f"{key}.concurrency={concurrency} must be >= 1")
+    if timeout_s <= 0:
+        problems.append(f"{key}.timeout_s={timeout_s} must be > 0")
+    if max_retries < 0:
+        problems.append(f"{key}.max_retries={max_retries} must be >= 0")
+    if backoff_s < 0 or max_backoff_s < 0:
+        problems.append(f"{key}.backoff_s and {key}.max_backoff_s must be >= 0")
+    if max_tokens < 1:
+        problems.append(f"{key}.max_tokens={max_tokens} must be >= 1")
+    api_key = os.environ.get(api_key_env) if api_key_env else None
+    if api_key_env and not api_key:
+        problems.append(
+            f"{key}.api_key_env={api_key_env!r} names an environment variable that is not "
+            f"set: export {api_key_env}=<key>, or set {key}.api_key_env=null for an "
+            "endpoint without a key"
+        )
+    if problems:
+        raise ConfigError(problems)
+    return ChatClient(
+        base_url=base_url,
+        model=model,
+        timeout_s=timeout_s,
+        max_retries=max_retries,
+        backoff_s=backoff_s,
+        max_backoff_s=max_backoff_s,
+        api_key=api_key,
+    )

@@ -13,16 +13,14 @@ import base64
 import hashlib
 import logging
 import mimetypes
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from calib.errors import ConfigError
 from calib.types import Label, Sample
 from eval.judges.base import Judgement, ReasonedJudge, check_lengths, empty_judgement, is_empty
 from eval.judges.cache import ReplyCache, cache_key
-from eval.judges.http_client import ChatClient
+from eval.judges.http_client import endpoint_client
 from eval.judges.prompt import PROMPT_VERSION, SYSTEM_PROMPT, judge_query, parse_class
 from eval.judges.prompt import render_prompt as render_user_prompt
 
@@ -78,40 +76,17 @@ class LLMJudge(ReasonedJudge):
         with_image: bool = False,
         query_meta_key: str | None = None,
     ) -> None:
-        problems = []
-        if not str(base_url).startswith(("http://", "https://")):
-            problems.append(f"judge.base_url={base_url!r} must start with http:// or https://")
-        if not model:
-            problems.append("judge.model is empty: name the model the endpoint serves")
-        if concurrency < 1:
-            problems.append(f"judge.concurrency={concurrency} must be >= 1")
-        if timeout_s <= 0:
-            problems.append(f"judge.timeout_s={timeout_s} must be > 0")
-        if max_retries < 0:
-            problems.append(f"judge.max_retries={max_retries} must be >= 0")
-        if backoff_s < 0 or max_backoff_s < 0:
-            problems.append("judge.backoff_s and judge.max_backoff_s must be >= 0")
-        if max_tokens < 1:
-            problems.append(f"judge.max_tokens={max_tokens} must be >= 1")
-        api_key = None
-        if api_key_env:
-            api_key = os.environ.get(api_key_env)
-            if not api_key:
-                problems.append(
-                    f"judge.api_key_env={api_key_env!r} names an environment variable that is "
-                    f"not set: export {api_key_env}=<key>, or set judge.api_key_env=null for an "
-                    "endpoint without a key"
-                )
-        if problems:
-            raise ConfigError(problems)
-        self.client = ChatClient(
+        self.client = endpoint_client(
+            "judge",
             base_url=base_url,
             model=model,
+            api_key_env=api_key_env,
+            concurrency=concurrency,
             timeout_s=timeout_s,
             max_retries=max_retries,
             backoff_s=backoff_s,
             max_backoff_s=max_backoff_s,
-            api_key=api_key,
+            max_tokens=max_tokens,
         )
         self.cache = ReplyCache(cache_dir) if cache_dir else None
         self.concurrency = concurrency
