@@ -67,7 +67,15 @@ class ScriptedHandler(BaseHTTPRequestHandler):
 
     def _reply(self, content: str) -> None:
         body = {"choices": [{"message": {"role": "assistant", "content": content}}]}
+        self._leave()  # before the client can see the reply and send its next request
         self._send(200, json.dumps(body).encode())
+
+    def _leave(self) -> None:
+        """Count this request out of ``in_flight`` once (on reply, or when handling ends)."""
+        with self.server.lock:
+            if getattr(self, "_counted", False):
+                self.server.in_flight -= 1
+                self._counted = False
 
     def do_POST(self) -> None:
         server = self.server
@@ -82,11 +90,11 @@ class ScriptedHandler(BaseHTTPRequestHandler):
             server.auth_headers.add(self.headers.get("Authorization", ""))
             server.in_flight += 1
             server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
+            self._counted = True
         try:
             self._play(script, attempt, payload)
         finally:
-            with server.lock:
-                server.in_flight -= 1
+            self._leave()
 
     def _play(self, script: str, attempt: int, payload: dict) -> None:
         if script.startswith("good"):
