@@ -21,7 +21,10 @@ import pytest
 
 from calib.io import read_jsonl
 
-BATCH = 2
+BATCH = 1
+# Long enough that a loaded machine still sees the run part-way (the tiny model writes
+# ~20 responses a second at 48 tokens: a run must outlast the polling by a wide margin).
+MAX_NEW_TOKENS = 192
 
 
 def run_command(run_dir: Path, cache_dir: Path) -> list[str]:
@@ -32,7 +35,7 @@ def run_command(run_dir: Path, cache_dir: Path) -> list[str]:
         f"hydra.run.dir={run_dir}",
         f"paths.cache_dir={cache_dir}",
         f"generation.batch_size={BATCH}",
-        "generation.max_new_tokens=48",
+        f"generation.max_new_tokens={MAX_NEW_TOKENS}",
         "metrics.n_boot=0",
         "utility=none",  # only the safety samples go through the cache
     ]
@@ -53,7 +56,14 @@ def start_and_stop(command: list[str], cache_dir: Path, at_least: int, sig: int)
     """Start a run, wait until ``at_least`` responses are committed, send ``sig``."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        # A test session started in the background inherits SIGINT ignored, and Python then
+        # never turns Ctrl-C into KeyboardInterrupt: give the run the terminal's default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 600
     while committed_rows(cache_dir) < at_least:
