@@ -1,4 +1,5 @@
-"""Core types shared by every stage of a run: samples, conversations, labels, methods, judges.
+"""Core types shared by every stage of a run: samples, conversations, labels, and the shape
+(Protocol) of every pluggable part: calibration method, judge, utility set, grader, logger.
 
 A *conversation* is the Hugging Face chat format, with images carried inside the
 message parts so that a method can place several images (few-shot demonstrations)
@@ -14,14 +15,14 @@ An image part's ``"image"`` is a file path (str) or a ``PIL.Image.Image``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from calib.models import VLM
+    from calib.model.vlm import VLM
 
 SafetyLabel = Literal["safe", "unsafe"]
 Message = dict[str, Any]
@@ -78,10 +79,16 @@ class Label(str, enum.Enum):
 
 @runtime_checkable
 class CalibrationMethod(Protocol):
-    """The shape every calibration method has (no base class; ``_target_`` is the registry)."""
+    """The shape every calibration method has (no base class; ``_target_`` is the registry).
+
+    ``fit`` may also accept a keyword argument ``validation`` (the validation part of the
+    calibration split, for methods that select a setting themselves, e.g. a layer); the
+    pipeline passes it only to methods whose ``fit`` declares it.
+    """
 
     def fit(self, vlm: VLM, samples: Sequence[Sample], workdir: Path) -> None:
-        """Learn from the calibration split (may do nothing); write artifacts into workdir."""
+        """Learn from the fit part of the calibration split (may do nothing); write artifacts
+        into workdir."""
 
     def conversation(self, sample: Sample) -> Conversation:
         """The messages sent to the model for this sample."""
@@ -98,3 +105,46 @@ class Judge(Protocol):
     """Labels responses. Must return one Label per response, in order."""
 
     def label(self, samples: Sequence[Sample], responses: Sequence[str]) -> list[Label]: ...
+
+
+@runtime_checkable
+class Grader(Protocol):
+    """Scores open answers against references: one float in [0, 1] or None (undecided) each."""
+
+    def grade(self, items: Sequence[Sample], responses: Sequence[str]) -> list[float | None]: ...
+
+
+@runtime_checkable
+class UtilitySet(Protocol):
+    """Questions scored beside safety (``label=None``, ``reference`` = the gold answer).
+
+    Attributes:
+        name: shown in reports (``utility.name``).
+        grader: scores open answers; None when every item is scored by parsing.
+    """
+
+    name: str
+    grader: Grader | None
+
+    def items(self) -> list[Sample]: ...
+
+
+@runtime_checkable
+class RunLogger(Protocol):
+    """Where a run's results go besides its folder (W&B, or nowhere).
+
+    Called in this order: ``start`` once, then any of ``log_summary`` / ``log_table`` /
+    ``log_images`` / ``log_file``, and ``finish`` in a ``finally`` block.
+    """
+
+    def start(self, config: dict[str, Any], run_dir: Path, name: str, tags: list[str]) -> None: ...
+
+    def log_summary(self, metrics: dict[str, Any]) -> None: ...
+
+    def log_table(self, key: str, rows: list[dict[str, Any]]) -> None: ...
+
+    def log_images(self, images: Mapping[str, Path]) -> None: ...
+
+    def log_file(self, path: Path, kind: str) -> None: ...
+
+    def finish(self) -> None: ...

@@ -1,22 +1,15 @@
-"""``calib-compare``: line runs up side by side — a table and the trade-off plots.
-
-::
-
-    calib-compare outputs/multirun/2025-01-31/12-00-00            # one sweep
-    calib-compare outputs/2025-01-31/09-* outputs/2025-01-31/10-*  # single run folders
-    calib-compare <sweep> --out reports/sweep1                     # where the files go
+"""Lining runs up side by side — a table and the trade-off plots (``calib-compare``).
 
 A *run folder* is one holding ``metrics.json`` (finished), or ``config.yaml`` / ``.hydra/``
-without it (failed or still running: listed, never crashed on). Writes into ``--out``
-(default ``<first folder>/compare``): ``comparison.md``, ``comparison.csv``,
-``sra_tradeoff.png`` (SRA_s vs SRA_u with the Pareto frontier), ``safety_vs_utility.png``
-(utility vs safety mean, when runs scored utility) and ``by_category.png``; and prints
-the markdown table.
+without it (failed or still running: listed, never crashed on). :func:`compare` writes into
+``out`` (default ``<first folder>/compare``; :mod:`calib.cli.compare` is the command):
+``comparison.md``, ``comparison.csv``, ``sra_tradeoff.png`` (SRA_s vs SRA_u with the Pareto
+frontier), ``safety_vs_utility.png`` (utility vs safety mean, when runs scored utility) and
+``by_category.png``; and prints the markdown table.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -29,11 +22,11 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from calib.io import write_text_atomic
+from eval.metrics import HEADLINE
 from eval.plots import Point, category_bars, tradeoff_plot
-from eval.report import fmt, fmt_ci, markdown_table
+from eval.report import fmt, fmt_ci, fmt_delta, markdown_table
 
-SAFETY_KEYS = ("sra_u", "sra_s", "sra_s_strict", "mean")
-DELTA_KEYS = ("sra_u", "sra_s", "sra_s_strict", "mean", "utility")
+DELTA_KEYS = (*HEADLINE, "utility")
 HEADERS = {"sra_u": "SRA_u", "sra_s": "SRA_s", "sra_s_strict": "SRA_s strict", "mean": "mean"}
 FIXED_OVERRIDES = ("model", "method")  # own columns already
 IGNORED_PREFIXES = ("hydra.", "paths.", "logger")  # where things go, not what ran
@@ -144,17 +137,13 @@ def run_values(record: RunRecord) -> dict[str, Any]:
         "model": _get(m, "run", "model"),
         "method": _get(m, "run", "method"),
     }
-    for key in SAFETY_KEYS:
+    for key in HEADLINE:
         interval = _get(safety, "ci", key) or [None, None]
         values[key], values[f"{key}_lo"], values[f"{key}_hi"] = safety.get(key), *interval[:2]
     values["utility"] = _get(m, "utility", "score")
     for key in DELTA_KEYS:
         values[f"delta_{key}"] = _get(m, "deltas", key)
     return values
-
-
-def _signed(value: Any) -> str:
-    return "n/a" if value is None else f"{100 * value:+.1f}"
 
 
 def label_of(values: dict[str, Any], record: RunRecord, varying: Sequence[str]) -> str:
@@ -167,7 +156,9 @@ def tables(records: Sequence[RunRecord]) -> tuple[str, str]:
     done = [r for r in records if r.ok]
     varying = varying_settings(done)
     rows = [run_values(r) for r in done]
-    header = ["run", "model", "method", *varying, *(f"{HEADERS[k]} [95% CI]" for k in SAFETY_KEYS)]
+    levels = {_get(r.metrics, "safety", "bootstrap", "confidence") for r in done}
+    level = f" [{100 * levels.pop():g}% CI]" if len(levels) == 1 and None not in levels else ""
+    header = ["run", "model", "method", *varying, *(f"{HEADERS[k]}{level}" for k in HEADLINE)]
     header += ["utility", "Δ SRA_u", "Δ SRA_s", "Δ SRA_s strict", "Δ mean", "Δ utility"]
     md_rows = []
     for record, v in zip(done, rows, strict=True):
@@ -177,12 +168,12 @@ def tables(records: Sequence[RunRecord]) -> tuple[str, str]:
             str(v["method"]),
             *(record.overrides.get(k, "") for k in varying),
         ]
-        cells += [fmt_ci(v[k], [v[f"{k}_lo"], v[f"{k}_hi"]]) for k in SAFETY_KEYS]
-        cells += [fmt(v["utility"]), *(_signed(v[f"delta_{k}"]) for k in DELTA_KEYS)]
+        cells += [fmt_ci(v[k], [v[f"{k}_lo"], v[f"{k}_hi"]]) for k in HEADLINE]
+        cells += [fmt(v["utility"]), *(fmt_delta(v[f"delta_{k}"]) for k in DELTA_KEYS)]
         md_rows.append(cells)
     markdown = markdown_table(header, md_rows) if md_rows else "(no finished runs)"
     columns = ["run", "model", "method", *varying]
-    columns += [f"{k}{s}" for k in SAFETY_KEYS for s in ("", "_lo", "_hi")]
+    columns += [f"{k}{s}" for k in HEADLINE for s in ("", "_lo", "_hi")]
     columns += ["utility", *(f"delta_{k}" for k in DELTA_KEYS), "path"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -275,34 +266,3 @@ def compare(
     write_text_atomic(out / "comparison.md", "\n".join(body) + "\n")
     write_text_atomic(out / "comparison.csv", table_csv)
     return records, out, plots(records, out)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``calib-compare FOLDER [FOLDER ...] [--out DIR]``."""
-    parser = argparse.ArgumentParser(
-        prog="calib-compare",
-        description="Tabulate and plot runs side by side: SRA_u, SRA_s, utility, deltas.",
-    )
-    parser.add_argument("folders", nargs="+", type=Path, help="multirun folder(s) or run folder(s)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help=f"output folder (default: <first folder>/{OUTPUT_DIR})",
-    )
-    args = parser.parse_args(argv)
-    try:
-        records, out, written = compare(args.folders, args.out)
-    except FileNotFoundError as err:
-        parser.error(str(err))
-    if not records:
-        print(f"no run folders found under {', '.join(map(str, args.folders))}")
-        return 1
-    print((out / "comparison.md").read_text())
-    names = ["comparison.md", "comparison.csv", *(p.name for p in written)]
-    print(f"written to {out}: {', '.join(names)}")
-    return 0 if any(r.ok for r in records) else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -28,6 +28,8 @@ import numpy as np
 from calib.types import Label, Sample
 
 CORE = ("sra_u", "sra_s", "sra_s_strict", "mean", "mean_strict")
+#: The four figures every report, comparison and delta shows.
+HEADLINE = ("sra_u", "sra_s", "sra_s_strict", "mean")
 # Per-sample count columns: unsafe judged, unsafe aware, safe judged, safe not aware, safe comply
 _COLS = 5
 

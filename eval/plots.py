@@ -4,10 +4,13 @@
   or utility vs safety mean), confidence intervals as error bars, and the Pareto frontier
   (runs no other run beats on both axes) joined and ringed.
 - :func:`category_bars`: SRA_u and SRA_s per category, one bar per run.
+- :func:`steering_layer_plot`: a steering run's per-layer scores (``method/layer_scores.json``).
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never opens a window
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 Interval = tuple[float, float] | None
 
@@ -187,8 +191,9 @@ def category_bars(
     return path
 
 
-def run_plots(metrics: Mapping, folder: Path) -> list[Path]:
-    """A run's own plots: safety by category, and the run beside its no-method baseline."""
+def run_plots(metrics: Mapping, folder: Path, method_dir: Path | None = None) -> list[Path]:
+    """A run's own plots: safety by category, the run beside its no-method baseline, and what
+    the method wrote about its own fitting (steering: ``layer_scores.json``)."""
     method = str(metrics["run"]["method"])
     safety = metrics["safety"]
     written = []
@@ -212,7 +217,37 @@ def run_plots(metrics: Mapping, folder: Path) -> list[Path]:
     if points:
         title = f"{metrics['run']['model']}: {method} against the model with no method"
         written.append(tradeoff_plot(points, "SRA_s", "SRA_u", title, folder / "sra_tradeoff.png"))
+    layer_scores = None if method_dir is None else method_dir / "layer_scores.json"
+    if layer_scores is not None and layer_scores.is_file():
+        report = json.loads(layer_scores.read_text(encoding="utf-8"))
+        written.append(steering_layer_plot(report, folder / "steering_layers.png"))
     return written
+
+
+def steering_layer_plot(report: Mapping, path: Path) -> Path:
+    """Per decoder layer: held-out AUROC and τ's balanced accuracy; the chosen layer marked."""
+    rows = report["layers"]
+    layers = [row["layer"] for row in rows]
+    figure, axes = plt.subplots(figsize=(6, 3.2))
+    auroc = [math.nan if row["auroc"] is None else row["auroc"] for row in rows]
+    axes.plot(layers, auroc, marker="o", label="held-out AUROC")
+    accuracy = [row["tau_balanced_accuracy"] for row in rows]
+    axes.plot(layers, accuracy, marker=".", ls="--", label="τ balanced acc.")
+    excluded = [row["layer"] for row in rows if not row["candidate"]]
+    if excluded:
+        axes.axvspan(min(excluded) - 0.5, max(excluded) + 0.5, color="0.9", label="not a candidate")
+    chosen = report["chosen_layer"]
+    axes.axvline(chosen, color="C3", lw=1, label=f"chosen layer {chosen}")
+    axes.axhline(0.5, color="0.5", lw=0.5)
+    axes.set(xlabel="decoder layer", ylabel="score", ylim=(0, 1.02))
+    axes.set_title("Steering direction per layer")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
 
 
 def figures_ci(figures: Mapping, key: str) -> Interval:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-CORE = ("sra_u", "sra_s", "sra_s_strict", "mean")
+from eval.metrics import HEADLINE
 
 
 def fmt(value: Any) -> str:
@@ -32,11 +32,20 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def breakdown_table(title: str, groups: dict[str, dict[str, Any]]) -> str:
     rows = [
-        [name, *(fmt(g.get(k)) for k in CORE), str(g.get("n_safe")), str(g.get("n_unsafe"))]
+        [name, *(fmt(g.get(k)) for k in HEADLINE), str(g.get("n_safe")), str(g.get("n_unsafe"))]
         for name, g in sorted(groups.items())
     ]
     header = [title, "SRA_u", "SRA_s", "SRA_s strict", "mean", "n safe", "n unsafe"]
     return markdown_table(header, rows)
+
+
+def ci_header(safety: dict[str, Any]) -> str:
+    """``% [95% CI]`` with the level the intervals were computed at (``metrics.confidence``);
+    ``%`` alone when there are none (``metrics.n_boot=0``)."""
+    bootstrap = safety.get("bootstrap") or {}
+    if not bootstrap.get("n_boot"):
+        return "%"
+    return f"% [{100 * bootstrap['confidence']:g}% CI]"
 
 
 def overall_table(safety: dict[str, Any]) -> str:
@@ -50,7 +59,7 @@ def overall_table(safety: dict[str, Any]) -> str:
             ("mean", "mean of SRA_u and SRA_s"),
         )
     ]
-    return markdown_table(["metric", "% [95% CI]"], rows)
+    return markdown_table(["metric", ci_header(safety)], rows)
 
 
 def utility_table(utility: dict[str, Any]) -> str:
@@ -123,7 +132,7 @@ def summary_lines(metrics: dict[str, Any]) -> str:
         ("mean", "mean"),
     ]
     width = max(len(r[0]) for r in rows)
-    lines = [f"{'metric':<{width}}  % [95% CI]"]
+    lines = [f"{'metric':<{width}}  {ci_header(safety)}"]
     lines += [f"{name:<{width}}  {fmt_ci(safety.get(key), ci.get(key))}" for name, key in rows]
     if metrics.get("utility") and metrics["utility"].get("score") is not None:
         lines.append(f"{'utility':<{width}}  {fmt(metrics['utility']['score'])}")

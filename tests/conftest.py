@@ -1,9 +1,16 @@
-"""Shared fixtures: the three tiny VLMs, built once per test session, and a few images.
+"""Shared fixtures: the three tiny VLMs, built once per test session, a few images, and the
+reference data of ``../shared/data`` (VSCBench's spreadsheets; tests skip without them).
 
 ``tiny_llava``, ``tiny_idefics3`` and ``tiny_gemma3`` are session-scoped ``VLM`` objects
 loaded from ``conf/model/tiny*.yaml`` into one session cache folder (``tiny_cache_dir``);
 ``tiny_vlm`` runs a test once per architecture. They are shared: a test that installs hooks
 or adapters on one must remove them again (as every method's ``active()`` does).
+
+``vscbench_sheets`` is ``../shared/data/vscbench`` (tests skip when it is absent: a fresh
+clone has no ``../shared``). ``synthetic_root`` is a stand-in VSCBench archive (the real
+spreadsheets plus tiny placeholder images, built by ``eval.data.vscbench.build_synthetic_root``),
+shared by the session and never modified; ``broken_root`` is a second one with one image
+removed and one truncated (``broken_files``).
 """
 
 from __future__ import annotations
@@ -25,9 +32,19 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from calib.models import VLM, load_vlm
+from calib.cli.common import config_dir
+from calib.model import VLM, load_vlm
+from eval.data.vscbench import (
+    IMAGE_CENTRIC_DIR,
+    TEXT_CENTRIC_DIR,
+    build_synthetic_root,
+    read_image_centric,
+    read_text_centric,
+)
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = config_dir()
+#: The reference data of the project (never copied into it): ../shared/data from the repo root.
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY_MODELS = {"llava": "tiny", "idefics3": "tiny_idefics3", "gemma3": "tiny_gemma3"}
 
 
@@ -75,3 +92,39 @@ def tiny_images(tmp_path_factory) -> list[Path]:
         Image.fromarray(pixels).save(path)
         paths.append(path)
     return paths
+
+
+SHARED_VSCBENCH = SHARED_DATA / "vscbench"
+
+
+@pytest.fixture(scope="session")
+def vscbench_sheets() -> Path:
+    if not (SHARED_VSCBENCH / "vscbench_image_centric.xlsx").is_file():
+        pytest.skip(f"VSCBench spreadsheets not found at {SHARED_VSCBENCH} (../shared/data)")
+    return SHARED_VSCBENCH
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(vscbench_sheets, tmp_path_factory) -> Path:
+    return build_synthetic_root(tmp_path_factory.mktemp("vscbench_ok"), vscbench_sheets)
+
+
+@pytest.fixture(scope="session")
+def broken_files(vscbench_sheets) -> dict[str, str]:
+    """Paths (relative to the root) of the image to remove and the one to truncate."""
+    image_row = read_image_centric(vscbench_sheets / "vscbench_image_centric.xlsx").iloc[0]
+    text_row = read_text_centric(vscbench_sheets / "vscbench_text_centric.xlsx").iloc[1]
+    return {
+        "removed": f"{TEXT_CENTRIC_DIR}/typography/{text_row['typography_img']}",
+        "truncated": f"{IMAGE_CENTRIC_DIR}/{image_row['Category']}/{image_row['unsafe_img_1']}",
+    }
+
+
+@pytest.fixture(scope="session")
+def broken_root(vscbench_sheets, broken_files, tmp_path_factory) -> Path:
+    root = build_synthetic_root(tmp_path_factory.mktemp("vscbench_broken"), vscbench_sheets)
+    (root / broken_files["removed"]).unlink()
+    truncated = root / broken_files["truncated"]
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    return root

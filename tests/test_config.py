@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import get_object
 from omegaconf import OmegaConf
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from calib.cli.common import compose_config, config_dir
+
+CONF = config_dir()
 GROUPS = ["model", "method", "data", "utility", "judge", "logger", "paths"]
 
 
@@ -18,8 +17,7 @@ def options() -> list[tuple[str, str]]:
 
 
 def compose_with(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        return compose(config_name="config", overrides=list(overrides))
+    return compose_config(overrides=list(overrides))
 
 
 def test_defaults_compose():

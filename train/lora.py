@@ -23,7 +23,7 @@ afterwards: the adapter is unloaded, and the parameters' ``requires_grad``, the 
 mode, the device and TRL's patched ``forward`` are put back, so the base model is usable
 (and unchanged) after training.
 
-Multi-GPU: ``accelerate launch -m train.lora <overrides>`` trains with DDP (see README).
+Multi-GPU: ``accelerate launch -m calib.cli.train_lora <overrides>`` trains with DDP (see README).
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from calib.errors import ConfigError
+from calib.errors import ConfigError, TrainingDiverged
 from calib.io import write_json_atomic
-from calib.models import VLM
+from calib.model import VLM
 from train.lora_data import TrainingExample, data_hash, to_dataset
 
 log = logging.getLogger("train.lora")
@@ -61,11 +61,7 @@ CARD_FORMAT = 1
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 VISION_TOWER_NAMES = ("vision_tower", "vision_model", "visual", "vision_encoder")
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf or exploded; the message names ``method.learning_rate``."""
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -81,7 +77,7 @@ class LoraSettings:
     learning_rate: float
     epochs: float
     max_steps: int
-    batch_size: int
+    train_batch_size: int
     grad_accum: int
     warmup_ratio: float
     seed: int
@@ -94,7 +90,7 @@ class LoraSettings:
     def problems(self) -> list[str]:
         """Every invalid setting, each naming its ``method.`` key and the fix."""
         problems = []
-        for key in ("r", "batch_size", "grad_accum", "logging_steps", "save_steps"):
+        for key in ("r", "train_batch_size", "grad_accum", "logging_steps", "save_steps"):
             if int(getattr(self, key)) < 1:
                 problems.append(f"method.{key}={getattr(self, key)} must be >= 1")
         if not self.alpha > 0:
@@ -295,13 +291,13 @@ class DivergenceGuard(TrainerCallback):
 
 
 def _use_bf16(vlm: VLM, precision: str) -> bool:
-    if precision == "fp32":
+    if precision == "float32":
         return False
     on_gpu = vlm.device.type == "cuda" and torch.cuda.is_bf16_supported()
-    if precision == "bf16" and not on_gpu:
+    if precision == "bfloat16" and not on_gpu:
         raise ConfigError(
-            f"method.precision=bf16 needs a CUDA GPU with bf16 support (model is on {vlm.device}); "
-            "use method.precision=auto"
+            "method.precision=bfloat16 needs a CUDA GPU with bfloat16 support (model is on "
+            f"{vlm.device}); use method.precision=auto"
         )
     return on_gpu
 
@@ -331,7 +327,7 @@ def sft_config(vlm: VLM, settings: LoraSettings, output_dir: Path, *, progress: 
 
     return SFTConfig(
         output_dir=str(output_dir),
-        per_device_train_batch_size=settings.batch_size,
+        per_device_train_batch_size=settings.train_batch_size,
         gradient_accumulation_steps=settings.grad_accum,
         learning_rate=settings.learning_rate,
         num_train_epochs=settings.epochs,
@@ -506,44 +502,3 @@ def copy_adapter(source: Path, destination: Path) -> Path:
         shutil.rmtree(destination)
     shutil.copytree(source, destination)
     return destination
-
-
-# --- training only, on one or several GPUs --------------------------------------------------
-
-
-def _main(cfg) -> None:
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf, open_dict
-
-    from calib.run import build_method, load_data, load_model
-
-    if OmegaConf.select(cfg, "method._target_") != "calib.methods.lora.LoraMethod":
-        raise ConfigError("python -m train.lora trains a LoRA adapter: add method=lora")
-    if cfg.method.adapter is not None:
-        raise ConfigError(
-            f"method.adapter={cfg.method.adapter} is set, so there is nothing to train: drop it"
-        )
-    local_rank = os.environ.get("LOCAL_RANK")
-    if (
-        local_rank is not None
-        and cfg.model.device in ("auto", "cuda")
-        and torch.cuda.is_available()
-    ):
-        with open_dict(cfg):  # one GPU per process under accelerate launch / torchrun
-            cfg.model.device = f"cuda:{local_rank}"
-    splits = load_data(cfg)
-    method = build_method(cfg)
-    vlm = load_model(cfg)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    method.fit(vlm, splits.calibration, run_dir / "method")
-    if process_state(vlm).is_main_process:
-        print(
-            f"\nadapter: {method.adapter_dir}\n"
-            f"evaluate it with the same overrides and: method.adapter={method.adapter_dir}"
-        )
-
-
-if __name__ == "__main__":
-    import hydra
-
-    hydra.main(version_base=None, config_path="../conf", config_name="config")(_main)()

@@ -1,42 +1,23 @@
-"""The supervised dataset LoRA calibration trains on, built from the calibration split.
+"""The supervised examples LoRA trains on, in the form TRL's ``SFTTrainer`` takes them.
 
-Each calibration sample becomes one prompt -> completion example (the prompt is the sample
-as the model is asked it, :func:`calib.chat.default_conversation`):
-
-- ``refusal``: an *unsafe* sample's completion is a short refusal that names the reason, the
-  same per-category text few-shot uses (:func:`calib.targets.refusal_target`);
-- ``self``: a *safe* sample's completion is the base model's own greedy answer to it
-  (:func:`calib.generate.base_answers`, generated once with no method and cached), so the
-  adapter learns to keep answering look-alike safe queries as before (self-distillation)
-  instead of learning blanket refusal;
-- ``utility``: optional utility items (``method.utility_mix``) with their reference answers.
-
-:func:`to_dataset` turns the examples into the prompt-completion, conversational format with
-an ``images`` column that TRL's ``SFTTrainer`` trains on in vision-language mode (loss on the
-completion only). :func:`data_hash` names the data in cache keys and adapter cards.
+A :class:`TrainingExample` is a prompt (a conversation, images inside) and the completion
+the model should give; :mod:`calib.methods.lora_examples` decides which examples a
+calibration split gives. :func:`to_dataset` turns the examples into the prompt-completion,
+conversational format with an ``images`` column that TRL's ``SFTTrainer`` trains on in
+vision-language mode (loss on the completion only). :func:`data_hash` names the data in
+cache keys and adapter cards.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import random
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from calib.chat import conversation_images, default_conversation
-from calib.generate import base_answers
-from calib.models import VLM
-from calib.targets import refusal_target
-from calib.types import Conversation, Sample
-
-log = logging.getLogger("train.lora")
-
-KINDS = ("refusal", "self", "utility")
+from calib.chat import conversation_images
+from calib.hashing import image_digest, records_digest
+from calib.types import Conversation
 
 
 @dataclass(frozen=True)
@@ -55,114 +36,6 @@ class TrainingExample:
     kind: str
     conversation: Conversation
     completion: str
-
-
-def safety_examples(
-    samples: Sequence[Sample],
-    safe_answers: Mapping[str, str],
-    refusals: Mapping[str, str] | None = None,
-) -> list[TrainingExample]:
-    """Refusals for unsafe samples, the given base-model answers for safe ones.
-
-    Args:
-        samples: the calibration split (every sample labelled safe or unsafe).
-        safe_answers: the base model's answer to each safe sample, by sample id.
-        refusals: per-category overrides of the refusal templates (``method.refusals``).
-
-    Raises:
-        ValueError: a sample has no safety label, or a safe sample has no answer.
-    """
-    examples = []
-    for sample in samples:
-        if sample.label == "unsafe":
-            kind, completion = "refusal", refusal_target(sample, refusals)
-        elif sample.label == "safe":
-            if sample.id not in safe_answers:
-                raise ValueError(f"no base-model answer for safe sample {sample.id!r}")
-            kind, completion = "self", safe_answers[sample.id]
-        else:
-            raise ValueError(
-                f"calibration sample {sample.id!r} has label={sample.label!r}: LoRA targets need "
-                "every calibration sample labelled 'safe' or 'unsafe' (check the data loader)"
-            )
-        examples.append(TrainingExample(sample.id, kind, default_conversation(sample), completion))
-    return examples
-
-
-def utility_examples(
-    items: Sequence[Sample], n_safety: int, utility_mix: float, seed: int
-) -> list[TrainingExample]:
-    """``round(utility_mix * n_safety)`` utility items (seeded draw) answered with their reference.
-
-    Raises:
-        ValueError: ``utility_mix`` > 0 but there are no items, or an item has no reference.
-    """
-    wanted = round(utility_mix * n_safety)
-    if wanted == 0:
-        return []
-    missing = [item.id for item in items if not str(item.reference or "").strip()]
-    if missing:
-        raise ValueError(
-            f"method.utility_source gave {len(missing)} item(s) without a reference answer "
-            f"(e.g. {missing[0]!r}); utility training needs a gold answer for every item"
-        )
-    usable = list(items)
-    if not usable:
-        raise ValueError(
-            f"method.utility_mix={utility_mix} asks for {wanted} utility examples but "
-            "method.utility_source has no items: set method.utility_source or utility_mix=0"
-        )
-    if wanted > len(usable):
-        log.warning(
-            "method.utility_mix=%s asks for %d utility examples; the source has %d, using all",
-            utility_mix,
-            wanted,
-            len(usable),
-        )
-    chosen = random.Random(seed).sample(usable, min(wanted, len(usable)))
-    return [
-        TrainingExample(item.id, "utility", default_conversation(item), str(item.reference).strip())
-        for item in chosen
-    ]
-
-
-def build_examples(
-    vlm: VLM,
-    samples: Sequence[Sample],
-    *,
-    refusals: Mapping[str, str] | None,
-    decoding: dict[str, Any],
-    batch_size: int,
-    cache_dir: str | Path | None,
-    utility_items: Sequence[Sample] = (),
-    utility_mix: float = 0.0,
-    seed: int = 0,
-) -> list[TrainingExample]:
-    """The full training set: safety examples (base answers generated, cached) + utility mix.
-
-    Args:
-        vlm: the base model (no method active) that answers the safe samples.
-        samples: the calibration split.
-        refusals: per-category refusal template overrides.
-        decoding: ``vlm.generate`` settings for the base answers (greedy by default).
-        batch_size: prompts per generation batch.
-        cache_dir: generation cache folder (shared with ``method=none`` runs); None = no cache.
-        utility_items: utility items with references to mix in.
-        utility_mix: utility examples per safety example (0 = none).
-        seed: seeds the draw of utility items.
-    """
-    if not samples:
-        raise ValueError(
-            "the calibration split is empty: LoRA needs calibration samples to train on "
-            "(raise data.calibration_fraction, or pass method.adapter=<trained adapter>)"
-        )
-    safe = [s for s in samples if s.label == "safe"]
-    answers = base_answers(vlm, safe, batch_size=batch_size, decoding=decoding, cache_dir=cache_dir)
-    by_id = dict(zip([s.id for s in safe], answers, strict=True))
-    examples = safety_examples(samples, by_id, refusals)
-    examples += utility_examples(utility_items, len(examples), utility_mix, seed)
-    log.info("LoRA training examples: %s", dict(Counter(e.kind for e in examples)))
-    return examples
 
 
 def _prompt_messages(conversation: Conversation) -> list[dict[str, Any]]:
@@ -209,24 +82,14 @@ def _image_value(image: object) -> object:
 
 
 def data_hash(examples: Sequence[TrainingExample]) -> str:
-    """Content hash of the training data: prompts, images (path and size), completions."""
-    digest = hashlib.sha256()
-    for example in examples:
-        images = [_image_key(x) for x in conversation_images(example.conversation)]
-        record = {
+    """Content hash of the training data: prompts, image contents, completions."""
+    return records_digest(
+        {
             "id": example.sample_id,
             "kind": example.kind,
             "prompt": _prompt_messages(example.conversation),
-            "images": images,
+            "images": [image_digest(x) for x in conversation_images(example.conversation)],
             "completion": example.completion,
         }
-        digest.update(json.dumps(record, sort_keys=True, default=str).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()[:16]
-
-
-def _image_key(image: object) -> str:
-    if isinstance(image, str | Path):
-        path = Path(image)
-        return f"{path}:{path.stat().st_size if path.is_file() else 'missing'}"
-    return hashlib.sha256(image.tobytes()).hexdigest()[:16]  # PIL image
+        for example in examples
+    )

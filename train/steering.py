@@ -1,7 +1,7 @@
 """Steering directions from the calibration split: fit, score per layer, save and load.
 
 For every decoder layer the residual stream (the layer's output) is read at the last prompt
-token of each labelled calibration sample (:meth:`calib.models.VLM.hidden_states`). A layer's
+token of each labelled calibration sample (:meth:`calib.model.VLM.hidden_states`). A layer's
 direction is
 
 * ``diff_of_means``: mean(unsafe) - mean(safe), summed in float64; or
@@ -20,7 +20,6 @@ Everything is saved in one safetensors file with the metadata that made it.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import random
@@ -34,11 +33,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from calib.chat import default_conversation
+from calib.hashing import samples_digest
 from calib.io import write_json_atomic
 from calib.types import Conversation, Sample
 
 if TYPE_CHECKING:
-    from calib.models import VLM
+    from calib.model import VLM
 
 log = logging.getLogger(__name__)
 
@@ -313,14 +313,6 @@ def holdout_split(
 # --- fitting ----------------------------------------------------------------------------
 
 
-def data_hash(samples: Sequence[Sample]) -> str:
-    """sha256 of what the vectors were fitted on (ids, labels, prompts, images, groups)."""
-    digest = hashlib.sha256()
-    for s in samples:
-        digest.update(json.dumps([s.id, s.label, s.prompt, s.image, s.group]).encode())
-    return digest.hexdigest()[:16]
-
-
 def vectors_from_states(
     states: torch.Tensor,
     is_unsafe: torch.Tensor,
@@ -394,7 +386,11 @@ def fit_vectors(
     kept = labelled(samples)
     states = collect_states(vlm, [conversation(s) for s in kept], batch_size)
     is_unsafe = torch.tensor([s.label == "unsafe" for s in kept])
-    meta = {"model_identity": vlm.identity, "model_name": vlm.name, "data_hash": data_hash(kept)}
+    meta = {
+        "model_identity": vlm.identity,
+        "model_name": vlm.name,
+        "data_hash": samples_digest(kept),
+    }
     return vectors_from_states(
         states,
         is_unsafe,
@@ -412,7 +408,10 @@ def fit_vectors(
 def write_layer_scores(
     vectors: SteeringVectors, chosen: int, candidates: Sequence[int], folder: Path
 ) -> dict[str, Any]:
-    """Write ``layer_scores.json`` and ``layer_scores.png`` (AUROC per layer) into ``folder``."""
+    """Write ``layer_scores.json`` (AUROC, τ, norm per layer) into ``folder``.
+
+    The run draws it as ``plots/steering_layers.png`` (:func:`eval.plots.steering_layer_plot`).
+    """
     rows = [
         {
             "layer": layer,
@@ -426,38 +425,9 @@ def write_layer_scores(
     ]
     report = {"chosen_layer": chosen, "scored_on": vectors.meta.get("scored_on"), "layers": rows}
     write_json_atomic(folder / "layer_scores.json", report)
-    _plot_layer_scores(vectors, chosen, candidates, folder / "layer_scores.png")
     return report
 
 
 def _finite(value: torch.Tensor) -> float | None:
     number = float(value)
     return None if math.isnan(number) else number
-
-
-def _plot_layer_scores(
-    vectors: SteeringVectors, chosen: int, candidates: Sequence[int], path: Path
-) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    figure = Figure(figsize=(6, 3.2))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    layers = list(range(vectors.num_layers))
-    axes.plot(layers, vectors.auroc.tolist(), marker="o", label="held-out AUROC")
-    axes.plot(
-        layers, vectors.threshold_accuracy.tolist(), marker=".", ls="--", label="τ balanced acc."
-    )
-    if len(candidates) < len(layers):
-        axes.axvspan(candidates[-1] + 0.5, layers[-1] + 0.5, color="0.9", label="not a candidate")
-    axes.axvline(chosen, color="C3", lw=1, label=f"chosen layer {chosen}")
-    axes.axhline(0.5, color="0.5", lw=0.5)
-    axes.set(
-        xlabel="decoder layer", ylabel="score", ylim=(0, 1.02), title="Steering direction per layer"
-    )
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.legend(fontsize=7, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)

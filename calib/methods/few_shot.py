@@ -2,7 +2,7 @@
 
 Each query is preceded by ``method.k`` demonstrations — prior user/assistant turns with
 their images — half of them unsafe (answered with a short refusal that names the reason,
-:func:`calib.targets.refusal_target`) and half safe (answered with the data's reference
+:func:`calib.methods.refusals.refusal_target`) and half safe (answered with the data's reference
 answer when it has one, else with the base model's *own* answer, generated once with no
 method and cached), so the demonstrations teach calibration — refuse the hazardous query,
 answer its safe look-alike — rather than blanket refusal. An odd ``k`` gets one more safe
@@ -40,10 +40,10 @@ from typing import Any
 
 from calib.chat import image_part, text_part, user_turn
 from calib.errors import ConfigError
-from calib.generate import base_answers
 from calib.io import write_jsonl_atomic
-from calib.models import VLM
-from calib.targets import refusal_target, refusal_templates
+from calib.methods.none import base_answers
+from calib.methods.refusals import refusal_target, refusal_templates
+from calib.model import VLM
 from calib.types import Conversation, Message, Sample
 
 log = logging.getLogger("calib.methods.few_shot")
@@ -110,8 +110,8 @@ class FewShotMethod:
         use_references: answer a safe demonstration with the data's reference answer when
             it has one (instead of the base model's answer).
         refusals: per-category refusal texts, merged over
-            :data:`calib.targets.DEFAULT_REFUSAL_TEMPLATES`.
-        batch_size: batch size for generating the base model's answers.
+            :data:`calib.methods.refusals.DEFAULT_REFUSAL_TEMPLATES`.
+        generate_batch_size: prompts per batch when the base model answers candidates.
         decoding: decoding settings for those answers (``max_new_tokens``, ``do_sample``,
             ``temperature``, ``top_p``, ``seed``).
         cache_dir: where generated answers are cached (the run's generation cache).
@@ -126,7 +126,7 @@ class FewShotMethod:
         pool_size: int | None,
         use_references: bool,
         refusals: Mapping[str, str],
-        batch_size: int,
+        generate_batch_size: int,
         decoding: Mapping[str, Any],
         cache_dir: str | None,
     ) -> None:
@@ -146,8 +146,10 @@ class FewShotMethod:
                 f"method.pool_size={pool_size} is smaller than the {k - k // 2} safe "
                 f"demonstrations method.k={k} needs: raise method.pool_size"
             )
-        if not isinstance(batch_size, int) or batch_size < 1:
-            problems.append(f"method.batch_size={batch_size!r} must be an integer >= 1")
+        if not isinstance(generate_batch_size, int) or generate_batch_size < 1:
+            problems.append(
+                f"method.generate_batch_size={generate_batch_size!r} must be an integer >= 1"
+            )
         try:
             self.refusals = refusal_templates(refusals)
         except ValueError as err:
@@ -160,7 +162,7 @@ class FewShotMethod:
         self.seed = seed
         self.pool_size = pool_size
         self.use_references = use_references
-        self.batch_size = batch_size
+        self.generate_batch_size = generate_batch_size
         self.decoding = dict(decoding)
         self.cache_dir = cache_dir
         self.n_unsafe = k // 2
@@ -237,7 +239,7 @@ class FewShotMethod:
                 base_answers(
                     vlm,
                     to_generate,
-                    batch_size=self.batch_size,
+                    batch_size=self.generate_batch_size,
                     decoding=self.decoding,
                     cache_dir=self.cache_dir,
                 ),

@@ -25,12 +25,13 @@ from typing import Any
 
 import torch
 
-from calib.cache import image_digest
 from calib.chat import default_conversation
 from calib.errors import ConfigError
+from calib.hashing import image_digest
 from calib.io import write_json_atomic, write_jsonl_atomic
-from calib.models import VLM
-from calib.targets import refusal_templates
+from calib.methods.lora_examples import build_examples
+from calib.methods.refusals import refusal_templates
+from calib.model import VLM
 from calib.types import Conversation, Sample
 from train.lora import (
     ADAPTER_CONFIG,
@@ -43,7 +44,6 @@ from train.lora import (
     read_card,
     train_adapter,
 )
-from train.lora_data import build_examples
 
 log = logging.getLogger("calib.methods.lora")
 
@@ -72,7 +72,7 @@ class LoraMethod:
         learning_rate: float,
         epochs: float,
         max_steps: int,
-        batch_size: int,
+        train_batch_size: int,
         grad_accum: int,
         warmup_ratio: float,
         seed: int,
@@ -85,7 +85,7 @@ class LoraMethod:
         utility_mix: float,
         utility_source: Any,
         utility_exclude: Any,
-        batch_size_generate: int,
+        generate_batch_size: int,
         decoding: Mapping[str, Any],
         cache_dir: str,
         progress: bool,
@@ -100,7 +100,7 @@ class LoraMethod:
             learning_rate=learning_rate,
             epochs=epochs,
             max_steps=max_steps,
-            batch_size=batch_size,
+            train_batch_size=train_batch_size,
             grad_accum=grad_accum,
             warmup_ratio=warmup_ratio,
             seed=seed,
@@ -116,10 +116,10 @@ class LoraMethod:
         if utility_mix > 0 and not callable(getattr(utility_source, "items", None)):
             problems.append(
                 f"method.utility_mix={utility_mix} needs method.utility_source: a utility set "
-                "(an object with items()), e.g. eval.utility_sample.SampleUtility"
+                "(an object with items()), e.g. eval.utility.sample.SampleUtility"
             )
-        if batch_size_generate < 1:
-            problems.append(f"method.batch_size_generate={batch_size_generate} must be >= 1")
+        if generate_batch_size < 1:
+            problems.append(f"method.generate_batch_size={generate_batch_size} must be >= 1")
         try:
             refusal_templates(refusals)
         except ValueError as err:
@@ -132,7 +132,7 @@ class LoraMethod:
         self.utility_mix = utility_mix
         self.utility_source = utility_source
         self.utility_exclude = utility_exclude
-        self.batch_size_generate = batch_size_generate
+        self.generate_batch_size = generate_batch_size
         self.decoding = dict(decoding)
         self.cache_dir = cache_dir
         self.progress = progress
@@ -165,7 +165,7 @@ class LoraMethod:
                 samples,
                 refusals=self.refusals,
                 decoding=self.decoding,
-                batch_size=self.batch_size_generate,
+                batch_size=self.generate_batch_size,
                 cache_dir=self.cache_dir,
                 utility_items=utility_items,
                 utility_mix=self.utility_mix,

@@ -3,7 +3,7 @@
 Where the instruction goes (``method.position``):
 
 - ``system``: a system message before the conversation. When the model's chat template
-  has no system role (detected from the template by :attr:`calib.models.VLM.supports_system_role`),
+  has no system role (detected from the template by :attr:`calib.model.VLM.supports_system_role`),
   the instruction is folded into the first user turn instead, as a leading text part
   ``"<instruction>\\n\\n"`` — the same thing Gemma's own template does with a system message.
 - ``prefix``: ``"<instruction>\\n\\n<query>"`` in the query's text part (the image stays first).
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from calib.chat import default_conversation, text_part
 from calib.errors import ConfigError
-from calib.models import VLM
+from calib.model import VLM
 from calib.types import Conversation, Sample
 
 POSITIONS = ("system", "prefix", "suffix")

@@ -28,7 +28,7 @@ import torch
 from calib.chat import default_conversation
 from calib.errors import ConfigError
 from calib.io import write_json_atomic
-from calib.models import VLM
+from calib.model import VLM
 from calib.types import Conversation, Sample
 from train.steering import (
     DIRECTION_KINDS,
@@ -72,7 +72,7 @@ class SteeringMethod:
         vectors: path of saved vectors to load instead of fitting; None = fit.
         holdout: fraction of calibration groups held out to score layers.
         skip_last: fraction of the final layers ``auto`` never picks.
-        batch_size: prompts per forward pass when reading the residual stream.
+        forward_batch_size: prompts per forward pass when reading the residual stream.
         seed: seeds the held-out split.
     """
 
@@ -88,11 +88,11 @@ class SteeringMethod:
         vectors: str | None,
         holdout: float,
         skip_last: float,
-        batch_size: int,
+        forward_batch_size: int,
         seed: int,
     ) -> None:
         problems = _config_problems(
-            mode, alpha, layer, positions, tau, direction, holdout, skip_last, batch_size
+            mode, alpha, layer, positions, tau, direction, holdout, skip_last, forward_batch_size
         )
         if problems:
             raise ConfigError(problems)
@@ -105,7 +105,7 @@ class SteeringMethod:
         self.vectors_path = None if vectors is None else Path(vectors)
         self.holdout = float(holdout)
         self.skip_last = float(skip_last)
-        self.batch_size = batch_size
+        self.forward_batch_size = forward_batch_size
         self.seed = seed
         self.vectors: SteeringVectors | None = None
         self.plan: SteeringPlan | None = None
@@ -125,7 +125,7 @@ class SteeringMethod:
                 direction=self.direction,
                 holdout=self.holdout,
                 seed=self.seed,
-                batch_size=self.batch_size,
+                batch_size=self.forward_batch_size,
                 conversation=self.conversation,
             )
         vectors.save(workdir / VECTORS_FILE)
@@ -353,7 +353,7 @@ def _config_problems(
     if not 0 <= skip_last < 1:
         problems.append(f"method.skip_last={skip_last} must be in [0, 1)")
     if not isinstance(batch_size, int) or batch_size < 1:
-        problems.append(f"method.batch_size={batch_size!r} must be a positive integer")
+        problems.append(f"method.forward_batch_size={batch_size!r} must be a positive integer")
     return problems
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from calib.types import Sample
+from tests.conftest import SHARED_DATA
 
-XSTEST_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "xstest_completions"
+XSTEST_DIR = SHARED_DATA / "xstest_completions"
 
 
 def xstest_dir() -> Path:

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from eval.compare import compare, find_runs, load_run, main, varying_settings
+from calib.cli.common import compose_config, config_dir
+from calib.cli.compare import main
+from eval.compare import compare, find_runs, load_run, varying_settings
 from eval.plots import pareto_front
 
 PLOTS = {"sra_tradeoff.png", "safety_vs_utility.png", "by_category.png"}
@@ -28,7 +30,7 @@ def sweep(tmp_path_factory) -> Path:
         [
             sys.executable,
             "-m",
-            "calib.run",
+            "calib.cli.run",
             "-m",
             "method=none,prompting",
             f"hydra.sweep.dir={sweep_dir}",
@@ -115,16 +117,11 @@ def test_pareto_front_keeps_the_undominated():
 
 
 def test_four_methods_experiment_sweeps_the_baseline_and_the_four_methods():
-    from hydra import compose, initialize_config_dir
     from hydra.types import RunMode
 
-    conf = Path(__file__).resolve().parents[2] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base=None):
-        cfg = compose(
-            config_name="config", overrides=["experiment=four_methods"], return_hydra_config=True
-        )
+    cfg = compose_config(overrides=["experiment=four_methods"], return_hydra_config=True)
     assert cfg.hydra.mode == RunMode.MULTIRUN
     methods = cfg.hydra.sweeper.params.method.split(",")
     assert methods == ["none", "prompting", "few_shot", "lora", "steering"]
-    assert all((conf / "method" / f"{m}.yaml").is_file() for m in methods)
-    assert cfg.utility._target_ == "eval.utility_sample.SampleUtility"  # scored beside safety
+    assert all((config_dir() / "method" / f"{m}.yaml").is_file() for m in methods)
+    assert cfg.utility._target_ == "eval.utility.sample.SampleUtility"  # scored beside safety

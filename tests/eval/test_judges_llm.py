@@ -17,11 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from calib.cli.common import compose_config
 from calib.types import Judge, Label
-from eval.judge_cli import CONF_DIR
 from eval.judges.http_client import JudgeConfigError
 from eval.judges.llm import LLMJudge
 from eval.judges.prompt import parse_class
@@ -287,8 +286,7 @@ def test_composed_config_interpolates_the_cache_dir(server, api_key, tmp_path):
         f"paths.cache_dir={tmp_path}",
         "labels=unused",
     ]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("judge_eval", overrides=overrides)
+    cfg = compose_config(overrides, "judge_eval")
     assert cfg.judge.cache_dir == f"{tmp_path}/judge"
     judge = instantiate(cfg.judge)
     assert isinstance(judge, Judge)

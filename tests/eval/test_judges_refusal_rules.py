@@ -7,9 +7,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from calib.types import Judge, Label
-from eval.judge_cli import CONF_DIR
 from eval.judges.agreement import load_labelled, score_judgements
 from eval.judges.refusal_rules import RefusalRulesJudge
+from tests.conftest import CONF_DIR
 from tests.eval.judge_helpers import make_samples, xstest_dir
 
 CASES = [

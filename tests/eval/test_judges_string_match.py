@@ -7,8 +7,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from calib.types import Judge, Label
-from eval.judge_cli import CONF_DIR
 from eval.judges.string_match import StringMatchJudge
+from tests.conftest import CONF_DIR
 from tests.eval.judge_helpers import make_samples
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from calib.types import RunLogger
 from eval.loggers import REDACTED, NullLogger, WandbLogger, redact, secret_values
 
 WANDB_KEY = "wandbkey-0123456789abcdef0123456789abcdef"
@@ -179,14 +180,19 @@ def test_redact_by_key_and_by_environment_value():
     }
 
 
-def test_null_logger_accepts_everything(tmp_path):
+def test_null_logger_is_a_run_logger_that_writes_nothing(tmp_path):
     logger = NullLogger()
-    logger.start({}, tmp_path, name="x", tags=[])
-    logger.log_summary({"a": 1})
-    logger.log_table("t", [{"a": 1}])
-    logger.log_images({"p": tmp_path / "none.png"})
-    logger.log_file(tmp_path, kind="adapter")
-    logger.finish()
+    assert isinstance(logger, RunLogger)
+    calls = [
+        logger.start({}, tmp_path, name="x", tags=[]),
+        logger.log_summary({"a": 1}),
+        logger.log_table("t", [{"a": 1}]),
+        logger.log_images({"p": tmp_path / "none.png"}),
+        logger.log_file(tmp_path, kind="adapter"),
+        logger.finish(),
+    ]
+    assert calls == [None] * 6
+    assert list(tmp_path.iterdir()) == [], "logger=none leaves the run folder to the run"
 
 
 def test_bad_settings_name_the_key(tmp_path):
@@ -198,11 +204,10 @@ def test_bad_settings_name_the_key(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_with_logger_wandb_logs_metrics_tables_plots_and_the_method(wandb_env):
-    from hydra import compose, initialize_config_dir
 
-    from calib.run import run
+    from calib.cli.common import compose_config
+    from calib.pipeline import run
 
-    conf = Path(__file__).resolve().parents[2] / "conf"
     overrides = [
         "method=prompting",
         "logger=wandb",
@@ -213,8 +218,7 @@ def test_a_run_with_logger_wandb_logs_metrics_tables_plots_and_the_method(wandb_
         "data.limit=8",
         "utility.n_per_task=1",
     ]
-    with initialize_config_dir(config_dir=str(conf), version_base=None):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = compose_config(overrides=overrides)
     metrics = run(cfg, wandb_env / "run")
 
     (run_dir,) = (wandb_env / "outputs" / "wandb").glob("offline-run-*")

@@ -1,0 +1,1 @@
+"""The console programs, one module each, all in one style (see :mod:`calib.cli.common`)."""

@@ -1,0 +1,58 @@
+"""``calib-cache``: inspect or empty the generation cache shared by runs.
+
+calib-cache stats                      # rows per model and method, file size
+calib-cache clear                      # delete every cached generation
+calib-cache clear --method none        # only one method's fingerprint (or --model ID)
+calib-cache stats --cache-dir /scratch/me/vsc-calib-cache
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from calib.cli.common import program, resolved_paths, run_program
+from calib.generation.cache import CACHE_FILE, GenerationCache
+
+
+def default_cache_dir() -> Path:
+    """``paths.cache_dir`` as a run launched from here resolves it."""
+    return Path(resolved_paths()["cache_dir"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = program("calib-cache", __doc__)
+    parser.add_argument("command", choices=["stats", "clear"])
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="the run's paths.cache_dir (default: as conf/paths/default.yaml resolves it)",
+    )
+    parser.add_argument(
+        "--model", help="clear: only this model (identity from metrics.json, or key from stats)"
+    )
+    parser.add_argument("--method", help="clear: only this method fingerprint")
+    args = parser.parse_args(argv)
+    return run_program("calib-cache", lambda: _cache_command(args))
+
+
+def _cache_command(args) -> int:
+    path = (args.cache_dir or default_cache_dir()) / CACHE_FILE
+    if not path.exists():
+        print(f"no generation cache at {path} (nothing generated yet, or another --cache-dir)")
+        return 0
+    with GenerationCache(path) as cache:
+        if args.command == "clear":
+            deleted = cache.clear(model=args.model, method=args.method)
+            print(f"deleted {deleted} cached generation(s) from {path}")
+            return 0
+        stats = cache.stats()
+    print(f"{stats['path']}: {stats['rows']} generation(s), {stats['bytes'] / 1e6:.1f} MB")
+    for group in stats["groups"]:
+        print(f"  {group['rows']:>8}  {group['model']}  |  method {group['method']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

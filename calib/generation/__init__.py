@@ -1,0 +1,1 @@
+"""Batched, cached, resumable generation (:mod:`.generate`) and its cache (:mod:`.cache`)."""

@@ -1,0 +1,226 @@
+"""The :class:`VLM` wrapper: chat rendering, encoding, batched generation, hidden states.
+
+Built by :func:`calib.model.load.load_vlm`; every stage and calibration method talks to the
+model through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from transformers import BatchFeature
+
+from calib.chat import conversation_images
+from calib.errors import ImageLoadError
+from calib.types import Conversation
+
+_SYSTEM_PROBE = "vsc-calib-system-probe"
+
+
+def load_image(image: object) -> Image.Image:
+    """A conversation's image part as an RGB PIL image (from a path or a PIL image)."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    path = Path(str(image))
+    if not path.is_file():
+        raise ImageLoadError(f"Image file not found: {path}")
+    try:
+        with Image.open(path) as handle:
+            return handle.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise ImageLoadError(f"Cannot read image file {path}: {err}") from err
+
+
+class VLM:
+    """A loaded vision-language model with what every stage and method needs.
+
+    Attributes:
+        model: the ``transformers`` model (eval mode).
+        processor: its processor; ``tokenizer`` is ``processor.tokenizer`` (left padding).
+        name: the config's ``model.name``.
+        identity: what the weights are, for cache keys: ``<hub id>@<commit>`` for hub
+            models, ``local:<content hash>`` (see :func:`calib.model.folder_identity`) for folders.
+        device, dtype: where the model lives and its parameter dtype.
+        decoder_layers: the text decoder's ``ModuleList`` (via ``model.get_decoder()``).
+        decoder_prefix: module path of the decoder in ``model`` (``model.language_model``).
+        layers_prefix: module path of ``decoder_layers`` (``model.language_model.layers``).
+        num_layers, hidden_size: of the text decoder.
+        supports_system_role: whether the chat template renders a system message.
+    """
+
+    def __init__(self, model, processor, *, name: str, identity: str, device: torch.device) -> None:
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.name = name
+        self.identity = identity
+        self.device = device
+        self.dtype = model.dtype
+        decoder = model.get_decoder()
+        self.decoder_prefix = _module_path(model, decoder)
+        self.decoder_layers = _find_layers(decoder, model.config.get_text_config())
+        self.layers_prefix = _module_path(model, self.decoder_layers)
+        self.num_layers = len(self.decoder_layers)
+        self.hidden_size = model.config.get_text_config().hidden_size
+        self.supports_system_role = self._probe_system_role()
+
+    def __repr__(self) -> str:
+        return f"VLM(name={self.name!r}, identity={self.identity!r}, device={self.device})"
+
+    # --- chat ---------------------------------------------------------------------------
+
+    def render(
+        self, conversations: Sequence[Conversation], add_generation_prompt: bool = True
+    ) -> list[str]:
+        """The chat-template text of each conversation (image parts as placeholders)."""
+        return [
+            self.processor.apply_chat_template(
+                list(conversation), add_generation_prompt=add_generation_prompt, tokenize=False
+            )
+            for conversation in conversations
+        ]
+
+    def encode(self, conversations: Sequence[Conversation]) -> BatchFeature:
+        """Model inputs for a batch: rendered, tokenized, left-padded, images loaded.
+
+        Raises:
+            ImageLoadError: an image path is missing or unreadable (names the file).
+        """
+        texts = self.render(conversations)
+        images = [[load_image(x) for x in conversation_images(c)] for c in conversations]
+        bos = self.tokenizer.bos_token
+        # A template that writes the BOS itself must not get a second one from the tokenizer.
+        add_special = not (bos and all(text.startswith(bos) for text in texts))
+        batch = self.processor(
+            text=texts,
+            images=images if any(images) else None,
+            padding=True,
+            padding_side="left",  # generation and last-token reads rely on it
+            add_special_tokens=add_special,
+            return_tensors="pt",
+        )
+        return batch.to(device=self.device, dtype=self.dtype)
+
+    # --- generation ---------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        *,
+        max_new_tokens: int,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ) -> list[str]:
+        """Batched generation; returns only the new text (special tokens and spaces stripped).
+
+        Greedy by default. Sampling is seeded with ``seed`` without touching the global RNG.
+        """
+        if not conversations:
+            return []
+        batch = self.encode(conversations)
+        options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
+        if do_sample:
+            options.update(temperature=temperature, top_p=top_p)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            output = self.model.generate(
+                **batch, **options, pad_token_id=self.tokenizer.pad_token_id
+            )
+        new_tokens = output[:, batch["input_ids"].shape[1] :]
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [text.strip() for text in texts]
+
+    # --- residual stream ----------------------------------------------------------------
+
+    @torch.inference_mode()
+    def hidden_states(
+        self, conversations: Sequence[Conversation], layers: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """The residual stream at each conversation's last prompt token.
+
+        Index convention: ``layers=[i]`` is the *output of decoder layer i* (0-based), i.e.
+        ``output_hidden_states[i + 1]`` in transformers' numbering; the embeddings are not
+        included. Captured with forward hooks on ``decoder_layers`` (removed in ``finally``),
+        so hooks other code installs on those layers (steering) act before the capture.
+
+        Returns:
+            float32 CPU tensor ``[batch, len(layers), hidden_size]`` (all layers if None).
+        """
+        indices = self.check_layers(layers)
+        batch = self.encode(conversations)
+        captured: dict[int, torch.Tensor] = {}
+
+        def capture(index: int):
+            def hook(_module, _args, output):
+                hidden = output[0] if isinstance(output, tuple) else output
+                captured[index] = hidden[:, -1, :].detach().float().cpu()  # left padding
+
+            return hook
+
+        handles = [self.decoder_layers[i].register_forward_hook(capture(i)) for i in indices]
+        try:
+            self.model(**batch, use_cache=False, logits_to_keep=1)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return torch.stack([captured[i] for i in indices], dim=1)
+
+    def check_layers(self, layers: Sequence[int] | None, key: str = "layers") -> list[int]:
+        """Validate decoder-layer indices (negative ones count from the end)."""
+        if layers is None:
+            return list(range(self.num_layers))
+        bad = [i for i in layers if not -self.num_layers <= i < self.num_layers]
+        if bad:
+            raise ValueError(
+                f"{key}={list(layers)} is out of range: model has {self.num_layers} decoder "
+                f"layers (0..{self.num_layers - 1})"
+            )
+        return [i % self.num_layers for i in layers]
+
+    def _probe_system_role(self) -> bool:
+        probe = [
+            {"role": "system", "content": [{"type": "text", "text": _SYSTEM_PROBE}]},
+            {"role": "user", "content": [{"type": "text", "text": "hello"}]},
+        ]
+        try:
+            rendered = self.render([probe])[0]
+        except Exception:  # the template raises for a system role (e.g. Gemma-style)
+            return False
+        return _SYSTEM_PROBE in rendered
+
+
+def _module_path(root: torch.nn.Module, target: torch.nn.Module) -> str:
+    for name, module in root.named_modules():
+        if module is target:
+            return name
+    raise ValueError(f"{type(target).__name__} is not a submodule of {type(root).__name__}")
+
+
+def _find_layers(decoder: torch.nn.Module, text_config) -> torch.nn.ModuleList:
+    """The decoder's layer list: ``decoder.layers`` or the one ModuleList of the right length."""
+    layers = getattr(decoder, "layers", None)
+    if isinstance(layers, torch.nn.ModuleList):
+        return layers
+    count = text_config.num_hidden_layers
+    candidates = [
+        module
+        for module in decoder.modules()
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count
+    ]
+    if len(candidates) != 1:
+        raise ValueError(
+            f"Cannot find the decoder layers of {type(decoder).__name__}: expected one "
+            f"ModuleList of {count} layers, found {len(candidates)}"
+        )
+    return candidates[0]

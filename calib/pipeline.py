@@ -1,0 +1,344 @@
+"""The stages of a run, each a plain function a notebook can call on its own.
+
+:func:`evaluate` strings them together in the order of the data's journey (DESIGN.md):
+load data -> build method, judge, utility set -> load model -> fit -> generate -> judge ->
+score -> baseline deltas -> report. :func:`run` wraps it with the configured logger;
+``calib-run`` (:mod:`calib.cli.run`) is the Hydra entry point that calls it. From a
+notebook::
+
+    from calib.cli.common import compose_config
+    from calib import pipeline
+
+    cfg = compose_config(["method=prompting"])
+    metrics = pipeline.evaluate(cfg, Path("outputs/notebook"))
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import call, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from calib.errors import USER_ERRORS, ConfigError
+from calib.generation.cache import GenerationCache
+from calib.generation.generate import Generation, generate
+from calib.io import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from calib.methods.none import FINGERPRINT as BASELINE_FINGERPRINT
+from calib.methods.none import NoMethod
+from calib.model import VLM, load_vlm
+from calib.types import (
+    CalibrationMethod,
+    Judge,
+    Label,
+    RunLogger,
+    Sample,
+    UtilitySet,
+)
+from eval.data.base import DataSplits
+from eval.deltas import Baseline, deltas
+from eval.metrics import flatten, safety_metrics, vscbench_metrics
+from eval.plots import run_plots
+from eval.report import render_report
+from eval.utility.base import score_utility
+
+log = logging.getLogger("calib.pipeline")
+
+
+# --- building the parts from the config ----------------------------------------------------
+
+
+def build(factory: Any, node: DictConfig, **kwargs: Any) -> Any:
+    """``instantiate``/``call`` a config node, surfacing the project's own errors unwrapped.
+
+    Hydra wraps what a constructor raises in ``InstantiationException``; a ``ConfigError``
+    or ``DataError`` already names the key and the fix, so the user sees it as it is.
+    """
+    try:
+        return factory(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, USER_ERRORS):
+            raise err.__cause__ from None
+        raise
+
+
+def protocol_members(protocol: type) -> list[str]:
+    """The methods and attributes a ``typing.Protocol`` requires, in definition order."""
+    names = list(getattr(protocol, "__annotations__", {}))
+    names += [n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")]
+    return list(dict.fromkeys(names))
+
+
+def check_protocol(obj: Any, protocol: type, key: str, node: DictConfig) -> Any:
+    """``obj`` if it has every member of ``protocol``; else a ConfigError naming what lacks."""
+    missing = [name for name in protocol_members(protocol) if not hasattr(obj, name)]
+    if missing:
+        target = OmegaConf.select(node, "_target_", default=type(obj).__qualname__)
+        raise ConfigError(
+            f"{key}._target_={target} builds a {type(obj).__name__} without "
+            f"{', '.join(missing)}, which calib.types.{protocol.__name__} requires: add "
+            f"{'them' if len(missing) > 1 else 'it'} (see the README, 'Add your own method')"
+        )
+    return obj
+
+
+def load_data(cfg: DictConfig) -> DataSplits:
+    """The calibration and evaluation splits of the configured benchmark."""
+    return build(call, cfg.data)
+
+
+def load_model(cfg: DictConfig) -> VLM:
+    return load_vlm(cfg.model, cache_dir=Path(cfg.paths.cache_dir))
+
+
+def build_method(cfg: DictConfig) -> CalibrationMethod:
+    method = build(instantiate, cfg.method, _convert_="all")
+    return check_protocol(method, CalibrationMethod, "method", cfg.method)
+
+
+def build_judge(cfg: DictConfig) -> Judge:
+    return check_protocol(build(instantiate, cfg.judge, _convert_="all"), Judge, "judge", cfg.judge)
+
+
+def build_utility(cfg: DictConfig) -> UtilitySet:
+    """The utility set scored beside safety (``utility=none`` has no items: skipped)."""
+    utility = build(instantiate, cfg.utility, _convert_="all")
+    return check_protocol(utility, UtilitySet, "utility", cfg.utility)
+
+
+def build_logger(cfg: DictConfig) -> RunLogger:
+    return check_protocol(
+        build(instantiate, cfg.logger, _convert_="all"), RunLogger, "logger", cfg.logger
+    )
+
+
+# --- the stages ----------------------------------------------------------------------------
+
+
+def fit_method(
+    method: CalibrationMethod, vlm: VLM, calibration: Sequence[Sample], run_dir: Path
+) -> None:
+    """Fit the method on the calibration split; its artifacts go into ``<run_dir>/method``."""
+    workdir = run_dir / "method"
+    workdir.mkdir(parents=True, exist_ok=True)
+    method.fit(vlm, calibration, workdir)
+
+
+def decoding_settings(cfg: DictConfig) -> dict[str, Any]:
+    gen = cfg.generation
+    return {
+        "max_new_tokens": gen.max_new_tokens,
+        "do_sample": gen.do_sample,
+        "temperature": gen.temperature,
+        "top_p": gen.top_p,
+        "seed": cfg.seed,
+    }
+
+
+def open_cache(cfg: DictConfig) -> AbstractContextManager[GenerationCache | None]:
+    """The generation cache shared by runs (``cache.enabled=false``: none)."""
+    return GenerationCache.in_dir(cfg.paths.cache_dir) if cfg.cache.enabled else nullcontext()
+
+
+def generate_answers(
+    cfg: DictConfig,
+    vlm: VLM,
+    method: CalibrationMethod,
+    samples: Sequence[Sample],
+    cache: GenerationCache | None,
+    *,
+    progress: bool = True,
+) -> Generation:
+    """One response per sample with the method active, as the config's decoding says."""
+    return generate(
+        vlm,
+        method,
+        samples,
+        batch_size=cfg.generation.batch_size,
+        decoding=decoding_settings(cfg),
+        cache=cache,
+        progress=progress,
+    )
+
+
+def response_rows(
+    samples: Sequence[Sample], responses: Sequence[str], labels: Sequence[Label]
+) -> list[dict]:
+    """The rows of ``responses.jsonl``."""
+    return [
+        {
+            "id": s.id,
+            "label": s.label,
+            "category": s.category,
+            "condition": s.condition,
+            "prompt": s.prompt,
+            "image": s.image,
+            "response": r,
+            "judge": lab.value,
+        }
+        for s, r, lab in zip(samples, responses, labels, strict=True)
+    ]
+
+
+def score(
+    cfg: DictConfig,
+    samples: Sequence[Sample],
+    labels: Sequence[Label],
+    *,
+    n_boot: int | None = None,
+) -> dict[str, Any]:
+    """Safety metrics of judged samples (bootstrap intervals as ``metrics.*`` says)."""
+    return safety_metrics(
+        samples,
+        labels,
+        n_boot=cfg.metrics.n_boot if n_boot is None else n_boot,
+        seed=cfg.seed,
+        confidence=cfg.metrics.confidence,
+    )
+
+
+def is_baseline(method: CalibrationMethod) -> bool:
+    """True when the method changes nothing (its outputs are the baseline's)."""
+    return method.fingerprint() == BASELINE_FINGERPRINT
+
+
+def baseline_figures(
+    cfg: DictConfig,
+    vlm: VLM,
+    judge: Judge,
+    samples: Sequence[Sample],
+    utility_set: UtilitySet,
+    utility_items: Sequence[Sample],
+    cache: GenerationCache | None,
+) -> Baseline:
+    """The same model with no method, judged and scored like the run (cache first)."""
+    everything = [*samples, *utility_items]
+    generation = generate_answers(cfg, vlm, NoMethod(), everything, cache, progress=False)
+    labels = judge.label(samples, generation.responses[: len(samples)])
+    utility = None
+    if utility_items:
+        answers = generation.responses[len(samples) :]
+        utility = score_utility(utility_set, utility_items, answers).summary
+    return Baseline(
+        score(cfg, samples, labels, n_boot=0), utility, generation.generated, generation.cached
+    )
+
+
+def deltas_to_baseline(
+    cfg: DictConfig,
+    vlm: VLM,
+    method: CalibrationMethod,
+    judge: Judge,
+    samples: Sequence[Sample],
+    utility_set: UtilitySet,
+    utility_items: Sequence[Sample],
+    metrics: dict[str, Any],
+    cache: GenerationCache | None,
+) -> dict[str, Any]:
+    """This run minus the same model with ``method=none`` (its answers from the cache)."""
+    if is_baseline(method):
+        base = Baseline(metrics["safety"], metrics.get("utility"), generated=0, cached=0)
+    else:
+        base = baseline_figures(cfg, vlm, judge, samples, utility_set, utility_items, cache)
+    return deltas(metrics["safety"], metrics.get("utility"), base)
+
+
+def run_choices(cfg: DictConfig) -> dict[str, str]:
+    """Which option of each config group was picked (from Hydra, when it is running)."""
+    if HydraConfig.initialized():
+        return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items()}
+    return {}
+
+
+def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """The journey; writes responses.jsonl, report.md, config.yaml and (last) metrics.json."""
+    started = time.time()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    method = build_method(cfg)  # the parts first: a config mistake shows before any work
+    judge = build_judge(cfg)
+    utility_set = build_utility(cfg)
+    splits = load_data(cfg)
+    utility_items = utility_set.items()
+    vlm = load_model(cfg)
+    log.info(
+        "data: %d calibration, %d evaluation samples",
+        len(splits.calibration),
+        len(splits.evaluation),
+    )
+
+    fit_method(method, vlm, splits.calibration, run_dir)
+    # Closed in all cases, so a failed job of a multirun leaves no connection behind.
+    with open_cache(cfg) as cache:
+        generation = generate_answers(cfg, vlm, method, splits.evaluation, cache)
+        labels = judge.label(splits.evaluation, generation.responses)
+        write_jsonl_atomic(
+            run_dir / "responses.jsonl",
+            response_rows(splits.evaluation, generation.responses, labels),
+        )
+        choices = run_choices(cfg)
+        metrics = {
+            "run": {
+                "model": choices.get("model", vlm.name),
+                "method": choices.get("method", type(method).__name__),
+                "data": choices.get("data", str(splits.info.get("source", "?"))),
+                "judge": choices.get("judge", type(judge).__name__),
+                "seed": cfg.seed,
+                "model_identity": vlm.identity,
+                "method_fingerprint": method.fingerprint(),
+                "n_calibration": len(splits.calibration),
+                "n_evaluation": len(splits.evaluation),
+                "generated": generation.generated,  # responses generated by this run
+                "cached": generation.cached,  # responses served by the generation cache
+            },
+            "data": splits.info,
+            "judge": {"counts": dict(Counter(label.value for label in labels))},
+            "safety": score(cfg, splits.evaluation, labels),
+            # The benchmark authors' aggregation (image-index averages, per-condition SRA).
+            "vscbench": vscbench_metrics(splits.evaluation, labels),
+        }
+        if utility_items:
+            answers = generate_answers(cfg, vlm, method, utility_items, cache)
+            utility = score_utility(utility_set, utility_items, answers.responses)
+            write_jsonl_atomic(run_dir / "utility_responses.jsonl", utility.rows)
+            metrics["utility"] = utility.summary
+        metrics["deltas"] = deltas_to_baseline(
+            cfg, vlm, method, judge, splits.evaluation, utility_set, utility_items, metrics, cache
+        )
+        run_plots(metrics, run_dir / "plots", run_dir / "method")
+        metrics["run"]["duration_s"] = round(time.time() - started, 2)  # baseline included
+        write_text_atomic(run_dir / "report.md", render_report(metrics))
+        write_json_atomic(run_dir / "metrics.json", metrics)
+        return metrics
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """One full run, reported to the configured logger, which is closed whatever happens."""
+    logger = build_logger(cfg)
+    choices = run_choices(cfg)
+    logger.start(
+        OmegaConf.to_container(cfg, resolve=True),
+        run_dir,
+        name=run_dir.name,
+        tags=[choices.get("model", "model"), choices.get("method", "method")],
+    )
+    try:
+        metrics = evaluate(cfg, run_dir)
+        logger.log_summary(flatten(metrics))
+        logger.log_table("responses", read_jsonl(run_dir / "responses.jsonl"))
+        if (run_dir / "utility_responses.jsonl").is_file():
+            logger.log_table("utility", read_jsonl(run_dir / "utility_responses.jsonl"))
+        logger.log_images({f"plots/{p.stem}": p for p in sorted(run_dir.glob("plots/*.png"))})
+        logger.log_file(run_dir / "method", kind=str(metrics["run"]["method"]))
+        return metrics
+    finally:
+        logger.finish()
