@@ -140,6 +140,7 @@ def run_values(record: RunRecord) -> dict[str, Any]:
     for key in HEADLINE:
         interval = _get(safety, "ci", key) or [None, None]
         values[key], values[f"{key}_lo"], values[f"{key}_hi"] = safety.get(key), *interval[:2]
+    values["validation_mean"] = _get(m, "validation", "mean")
     values["utility"] = _get(m, "utility", "score")
     for key in DELTA_KEYS:
         values[f"delta_{key}"] = _get(m, "deltas", key)
@@ -159,7 +160,8 @@ def tables(records: Sequence[RunRecord]) -> tuple[str, str]:
     levels = {_get(r.metrics, "safety", "bootstrap", "confidence") for r in done}
     level = f" [{100 * levels.pop():g}% CI]" if len(levels) == 1 and None not in levels else ""
     header = ["run", "model", "method", *varying, *(f"{HEADERS[k]}{level}" for k in HEADLINE)]
-    header += ["utility", "Δ SRA_u", "Δ SRA_s", "Δ SRA_s strict", "Δ mean", "Δ utility"]
+    header += ["validation mean (objective)", "utility"]
+    header += ["Δ SRA_u", "Δ SRA_s", "Δ SRA_s strict", "Δ mean", "Δ utility"]
     md_rows = []
     for record, v in zip(done, rows, strict=True):
         cells = [
@@ -169,12 +171,13 @@ def tables(records: Sequence[RunRecord]) -> tuple[str, str]:
             *(record.overrides.get(k, "") for k in varying),
         ]
         cells += [fmt_ci(v[k], [v[f"{k}_lo"], v[f"{k}_hi"]]) for k in HEADLINE]
-        cells += [fmt(v["utility"]), *(fmt_delta(v[f"delta_{k}"]) for k in DELTA_KEYS)]
+        cells += [fmt(v["validation_mean"]), fmt(v["utility"])]
+        cells += [fmt_delta(v[f"delta_{k}"]) for k in DELTA_KEYS]
         md_rows.append(cells)
     markdown = markdown_table(header, md_rows) if md_rows else "(no finished runs)"
     columns = ["run", "model", "method", *varying]
     columns += [f"{k}{s}" for k in HEADLINE for s in ("", "_lo", "_hi")]
-    columns += ["utility", *(f"delta_{k}" for k in DELTA_KEYS), "path"]
+    columns += ["validation_mean", "utility", *(f"delta_{k}" for k in DELTA_KEYS), "path"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
@@ -236,6 +239,20 @@ def plots(records: Sequence[RunRecord], out: Path) -> list[Path]:
     return written
 
 
+def objective_note(records: Sequence[RunRecord]) -> str:
+    """Which metric the runs returned to a sweeper (what a sweep optimised), and the warning
+    that goes with selecting among them."""
+    objectives = sorted({str(_get(r.metrics, "run", "objective")) for r in records if r.ok})
+    if objectives == ["None"]:
+        return "The runs predate the validation split: they record no sweep objective."
+    return (
+        f"Sweep objective: `{', '.join(objectives)}` (the validation part of the calibration "
+        "split). A sweep selects on it; the evaluation figures (SRA columns) are reported, "
+        "never optimised, so pick the best run by the objective column, then read its "
+        "evaluation figures."
+    )
+
+
 def problems_text(records: Sequence[RunRecord]) -> str:
     failed = [r for r in records if not r.ok]
     if not failed:
@@ -260,6 +277,8 @@ def compare(
         f"Runs: {len(records)} ({sum(r.ok for r in records)} finished).",
         "",
         markdown,
+        "",
+        objective_note(records),
     ]
     if problems:
         body += ["", "```", problems, "```"]

@@ -90,6 +90,18 @@ def deltas_table(deltas: dict[str, Any]) -> str:
     return markdown_table(["metric", "baseline %", "this run − baseline (points)"], rows)
 
 
+def validation_line(validation: dict[str, Any]) -> str:
+    """The validation figures in one sentence (no intervals: a selection criterion)."""
+    if not validation.get("n"):
+        return "No validation part (data.validation_fraction=0): nothing to select on."
+    return (
+        f"{validation['n']} samples: SRA_u {fmt(validation['sra_u'])}, SRA_s "
+        f"{fmt(validation['sra_s'])}, mean {fmt(validation['mean'])} (`validation.mean`, what "
+        "calib-run returns to sweepers; the figures above are the evaluation split's, never "
+        "optimised)."
+    )
+
+
 def render_report(metrics: dict[str, Any]) -> str:
     """The run's report.md: what ran, overall figures, breakdowns, coverage."""
     run, safety = metrics["run"], metrics["safety"]
@@ -112,6 +124,9 @@ def render_report(metrics: dict[str, Any]) -> str:
     ):
         if safety.get(key):
             parts += ["", f"## By {title}", "", breakdown_table(title, safety[key])]
+    if metrics.get("validation"):
+        parts += ["", "## Validation part (what sweeps and methods select on)", ""]
+        parts.append(validation_line(metrics["validation"]))
     if metrics.get("utility"):
         parts += ["", "## Utility", "", utility_table(metrics["utility"])]
     if metrics.get("deltas"):
@@ -136,4 +151,7 @@ def summary_lines(metrics: dict[str, Any]) -> str:
     lines += [f"{name:<{width}}  {fmt_ci(safety.get(key), ci.get(key))}" for name, key in rows]
     if metrics.get("utility") and metrics["utility"].get("score") is not None:
         lines.append(f"{'utility':<{width}}  {fmt(metrics['utility']['score'])}")
+    validation = metrics.get("validation") or {}
+    if validation.get("mean") is not None:
+        lines.append(f"(validation mean {fmt(validation['mean'])}: what a sweep selects on)")
     return "\n".join(lines)

@@ -10,6 +10,8 @@ prints the config without running, ``-m`` runs a sweep through the configured la
 
 from __future__ import annotations
 
+import logging
+import math
 import sys
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from calib.pipeline import run
 from eval.report import summary_lines
 
 PROG = "calib-run"
+log = logging.getLogger("calib.cli.run")
 
 
 def resume_hint(cfg: DictConfig) -> str:
@@ -37,7 +40,8 @@ def resume_hint(cfg: DictConfig) -> str:
 
 @hydra.main(version_base=None, config_path=str(config_dir()), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Returns the safety mean, so Hydra sweepers (Optuna) can optimise it."""
+    """Returns the validation part's mean SRA (``validation.mean``) for Hydra sweepers
+    (Optuna): a sweep selects on validation; the evaluation figures are only reported."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         metrics = run(cfg, run_dir)
@@ -50,7 +54,23 @@ def main(cfg: DictConfig) -> float | None:
         print(user_error_message(PROG, error), file=sys.stderr)
         raise SystemExit(2) from None
     print(f"\n{summary_lines(metrics)}\n\nrun folder: {run_dir}")
-    return metrics["safety"]["mean"]
+    return objective(metrics)
+
+
+def objective(metrics: dict) -> float:
+    """``validation.mean`` (:data:`calib.pipeline.OBJECTIVE`); NaN, which sweepers record as a
+    failed trial, when the validation part lacks a safe or an unsafe sample."""
+    value = metrics["validation"]["mean"]
+    if value is None:
+        log.warning(
+            "validation.mean is undefined (validation part: %s samples, %s safe, %s unsafe): "
+            "a sweep has nothing to select on; raise data.validation_fraction",
+            metrics["validation"]["n"],
+            metrics["validation"]["n_safe"],
+            metrics["validation"]["n_unsafe"],
+        )
+        return math.nan
+    return value
 
 
 if __name__ == "__main__":

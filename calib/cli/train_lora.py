@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from calib.cli.common import config_dir
 from calib.errors import ConfigError
-from calib.pipeline import build_method, load_data, load_model
+from calib.pipeline import build_method, fit_method, load_data, load_model
 from train.lora import process_state
 
 LORA_TARGET = "calib.methods.lora.LoraMethod"
@@ -48,7 +48,7 @@ def main(cfg: DictConfig) -> None:
     method = build_method(cfg)
     vlm = load_model(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    method.fit(vlm, splits.calibration, run_dir / "method")
+    fit_method(method, vlm, splits.fit, run_dir, splits.validation)
     if process_state(vlm).is_main_process:
         print(
             f"\nadapter: {method.adapter_dir}\n"

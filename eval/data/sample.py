@@ -139,10 +139,11 @@ def load_sample(
     conditions: list[str],
     image_size: int,
     calibration_fraction: float,
+    validation_fraction: float,
     seed: int,
     limit: int | None,
 ) -> DataSplits:
-    """The embedded sample benchmark, split into calibration and evaluation (see conf/data)."""
+    """The embedded sample benchmark, split into fit, validation and evaluation (conf/data)."""
     problems = []
     unknown = sorted(set(conditions) - set(CONDITIONS))
     if unknown or not conditions:
@@ -157,6 +158,7 @@ def load_sample(
     return make_splits(
         samples,
         calibration_fraction=calibration_fraction,
+        validation_fraction=validation_fraction,
         seed=seed,
         limit=limit,
         info={

@@ -329,15 +329,16 @@ def load_vscbench(
     categories: Sequence[str] | None,
     on_missing: str,
     calibration_fraction: float,
+    validation_fraction: float,
     seed: int,
     limit: int | None,
 ) -> DataSplits:
-    """VSCBench, filtered, checked and split into calibration and evaluation (conf/data)."""
+    """VSCBench, filtered, checked and split into fit, validation and evaluation (conf/data)."""
     halves, conditions = list(halves), list(conditions)
     categories = None if categories is None else list(categories)
     explicit = {"image_centric": image_centric_xlsx, "text_centric": text_centric_xlsx}
     problems = _selection_problems(halves, conditions, on_missing)
-    problems += split_problems(calibration_fraction, limit)
+    problems += split_problems(calibration_fraction, validation_fraction, limit)
     if not problems:
         problems += source_problems(root, explicit, halves, conditions)
     if problems:
@@ -360,6 +361,7 @@ def load_vscbench(
     return make_splits(
         usable,
         calibration_fraction=calibration_fraction,
+        validation_fraction=validation_fraction,
         seed=seed,
         limit=limit,
         info={

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from calib.cli.common import compose_config
+from calib.cli.run import objective
 from calib.errors import ModelLoadError
 from calib.generation.cache import CACHE_FILE
 from calib.io import read_jsonl
@@ -184,3 +186,24 @@ def test_sampling_is_seeded_end_to_end(tmp_path):
     assert responses("c", "seed=1", "cache.enabled=false", "data.seed=0") != first
     greedy = run(compose_cfg(cache, "utility=none"), tmp_path / "greedy")
     assert greedy["run"]["generated"] == greedy["run"]["n_evaluation"], "not served by sampling"
+
+
+def test_validation_part_is_scored_and_is_what_calib_run_returns(baseline):
+    run_dir, metrics = baseline
+    validation = metrics["validation"]
+    assert validation["n"] == metrics["run"]["n_validation"] > 0
+    assert validation["n"] == validation["n_safe"] + validation["n_unsafe"] + sum(
+        validation["n_excluded"].values()
+    )
+    assert validation["mean"] == pytest.approx((validation["sra_u"] + validation["sra_s"]) / 2)
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert objective(saved) == saved["validation"]["mean"] == validation["mean"]
+    assert saved["run"]["objective"] == "validation.mean"
+    ids = {r["id"] for r in read_jsonl(run_dir / "responses.jsonl")}
+    assert metrics["data"]["validation"]["size"] == validation["n"] and ids, "evaluation only"
+
+
+def test_an_undefined_validation_mean_is_nan_for_sweepers(caplog):
+    empty = {"validation": {"mean": None, "n": 0, "n_safe": None, "n_unsafe": None}}
+    assert math.isnan(objective(empty))
+    assert "raise data.validation_fraction" in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -75,8 +76,15 @@ def test_compare_prints_the_table_writes_plots_and_lists_the_broken_run(sweep, c
     for column in ("sra_u", "sra_u_lo", "sra_u_hi", "sra_s", "sra_s_strict", "mean", "utility"):
         assert all(r[column] != "" for r in rows), column
     assert rows[0]["delta_mean"] == "0.0" and rows[1]["delta_utility"] != ""
+    metrics = [
+        json.loads((sweep / n / "metrics.json").read_text()) for n in ("0_none", "1_prompting")
+    ]
+    expected = [m["validation"]["mean"] for m in metrics]
+    assert [r["validation_mean"] for r in rows] == ["" if v is None else str(v) for v in expected]
     markdown = (out / "comparison.md").read_text()
     assert "Δ mean" in markdown and "2_lora" in markdown
+    assert "validation mean (objective)" in markdown
+    assert "Sweep objective: `validation.mean`" in markdown
 
 
 @pytest.mark.slow

@@ -388,7 +388,7 @@ def test_few_shot_runs_end_to_end(model, tiny_cache_dir, tmp_path):
     splits = load_data(cfg)
     used = {row["id"] for row in read_jsonl(run_dir / "method" / "demonstrations.jsonl")}
     evaluated = {row["id"] for row in read_jsonl(run_dir / "responses.jsonl")}
-    assert used and used <= {s.id for s in splits.calibration}
+    assert used and used <= {s.id for s in splits.fit}, "never the validation part"
     assert not used & evaluated, "an evaluation sample was used as a demonstration"
     assert evaluated == {s.id for s in splits.evaluation}
 

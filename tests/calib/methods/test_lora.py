@@ -198,7 +198,7 @@ def test_lora_runs_end_to_end(model, tiny_cache_dir, tmp_path):
     splits = load_data(cfg)
     evaluated = {row["id"] for row in read_jsonl(run_dir / "responses.jsonl")}
     trained_on = set(card["data"]["sample_ids"])
-    assert trained_on == {s.id for s in splits.calibration}
+    assert trained_on == {s.id for s in splits.fit}, "never the validation part"
     assert not trained_on & evaluated, "an evaluation sample was trained on"
     assert len(card["training"]["loss_curve"]) == 3
 

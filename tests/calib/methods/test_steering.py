@@ -396,7 +396,7 @@ def test_calib_run_with_steering_end_to_end(model, mode, tiny_cache_dir, tmp_pat
     assert len(read_jsonl(tmp_path / "run" / "responses.jsonl")) == metrics["run"]["n_evaluation"]
 
 
-def test_optuna_experiment_searches_alpha_to_maximise_the_safety_mean():
+def test_optuna_experiment_searches_alpha_to_maximise_the_validation_mean():
     cfg = compose_cfg("experiment=steering_optuna", hydra_config=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
@@ -447,8 +447,14 @@ def test_optuna_sweep_over_alpha_completes(tmp_path):
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.sampler.n_startup_trials=2",
         f"hydra.sweep.dir={sweep}",
+        "data.calibration_fraction=0.5",  # a validation part with both labels to select on
+        "data.validation_fraction=0.5",
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert len(list(sweep.glob("*/metrics.json"))) == 2
+    trials = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+    assert len(trials) == 2
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert 0.0 <= best["best_value"] <= 1.0 and 0.0 <= best["best_params"]["method.alpha"] <= 1.0
+    # what Optuna maximised is what calib-run returned: validation.mean, not the evaluation's
+    assert best["best_value"] == max(t["validation"]["mean"] for t in trials)
+    assert all(t["run"]["objective"] == "validation.mean" for t in trials)
+    assert 0.0 <= best["best_params"]["method.alpha"] <= 1.0

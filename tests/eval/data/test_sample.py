@@ -85,22 +85,32 @@ def test_pictures_are_written_once_open_and_are_reused(samples, sample_cache):
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in paths} == before
 
 
-def test_split_is_grouped_seeded_and_both_sides_have_samples(sample_cache):
-    splits = load_sample(str(sample_cache), ALL_CONDITIONS, 64, 0.2, seed=5, limit=None)
+def test_three_way_split_is_grouped_seeded_and_every_part_has_samples(sample_cache):
+    splits = load_sample(str(sample_cache), ALL_CONDITIONS, 64, 0.4, 0.5, seed=5, limit=None)
     assert isinstance(splits, DataSplits)
-    assert splits.calibration and splits.evaluation
-    assert not {s.group for s in splits.calibration} & {s.group for s in splits.evaluation}
-    assert 10 <= len(splits.calibration) <= 18
+    parts = {"fit": splits.fit, "validation": splits.validation, "evaluation": splits.evaluation}
+    groups = {name: {s.group for s in part} for name, part in parts.items()}
+    prompts = {
+        name: {s.prompt for s in part if s.condition == "txt"} for name, part in parts.items()
+    }
+    for a, b in [("fit", "validation"), ("fit", "evaluation"), ("validation", "evaluation")]:
+        assert parts[a] and not groups[a] & groups[b], f"{a} and {b} share a query group"
+        assert not prompts[a] & prompts[b], f"{a} and {b} share a prompt"
+    assert 0.3 * 72 <= len(splits.calibration) <= 0.5 * 72
+    assert 0.3 <= len(splits.validation) / len(splits.calibration) <= 0.7
     assert splits.info["source"] == "sample" and splits.info["total"] == 72
-    again = load_sample(str(sample_cache), ALL_CONDITIONS, 64, 0.2, seed=5, limit=None)
-    assert again.calibration == splits.calibration
-    limited = load_sample(str(sample_cache), ALL_CONDITIONS, 64, 0.2, seed=5, limit=24)
+    assert splits.info["validation"]["size"] == len(splits.validation)
+    again = load_sample(str(sample_cache), ALL_CONDITIONS, 64, 0.4, 0.5, seed=5, limit=None)
+    assert (again.fit, again.validation) == (splits.fit, splits.validation)
+    limited = load_sample(str(sample_cache), ALL_CONDITIONS, 64, 0.2, 0.25, seed=5, limit=24)
     assert len(limited.samples) == 24 and limited.calibration
+    none_held = load_sample(str(sample_cache), ALL_CONDITIONS, 64, 0.2, 0.0, seed=5, limit=None)
+    assert none_held.validation == [] and none_held.fit
 
 
 def test_bad_settings_are_reported_together(sample_cache):
     with pytest.raises(ConfigError) as error:
-        load_sample(str(sample_cache), ["image", "search"], 8, 0.2, seed=0, limit=None)
+        load_sample(str(sample_cache), ["image", "search"], 8, 0.2, 0.25, seed=0, limit=None)
     assert "data.conditions" in str(error.value) and "data.image_size=8" in str(error.value)
 
 

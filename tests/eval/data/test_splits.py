@@ -88,15 +88,25 @@ def test_grouped_split_with_fraction_zero_keeps_everything_for_evaluation():
 
 def test_make_splits_reports_sizes_and_rejects_bad_settings():
     splits = make_splits(
-        corpus(), calibration_fraction=0.2, seed=0, limit=30, info={"source": "test"}
+        corpus(),
+        calibration_fraction=0.4,
+        validation_fraction=0.5,
+        seed=0,
+        limit=30,
+        info={"source": "test"},
     )
     assert isinstance(splits, DataSplits)
     assert len(splits.samples) == 30
     info = splits.info
     assert info["source"] == "test" and info["limit"] == 30
-    assert info["calibration"]["size"] + info["evaluation"]["size"] == 30
+    assert sum(info[part]["size"] for part in ("fit", "validation", "evaluation")) == 30
     assert info["evaluation"] == summarise(splits.evaluation)
+    assert info["validation"] == summarise(splits.validation) and splits.validation
     with pytest.raises(ConfigError) as error:
-        make_splits(corpus(), calibration_fraction=1.0, seed=0, limit=1, info={})
+        make_splits(
+            corpus(), calibration_fraction=1.0, validation_fraction="half", seed=0, limit=1, info={}
+        )
+    assert len(error.value.problems) == 3
     assert "data.calibration_fraction=1.0" in str(error.value)
+    assert "data.validation_fraction='half'" in str(error.value)
     assert "data.limit=1" in str(error.value)

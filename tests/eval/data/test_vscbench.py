@@ -42,7 +42,7 @@ def all_samples(frames, tmp_path_factory):
 @pytest.fixture(scope="module")
 def full_split(synthetic_root):
     return load_vscbench(
-        str(synthetic_root), None, None, HALVES, CONDITIONS, None, "error", 0.2, 0, None
+        str(synthetic_root), None, None, HALVES, CONDITIONS, None, "error", 0.2, 0.25, 0, None
     )
 
 
@@ -55,6 +55,7 @@ def load(root, **overrides):
         "categories": None,
         "on_missing": "error",
         "calibration_fraction": 0.2,
+        "validation_fraction": 0.25,
         "seed": 0,
         "limit": None,
     }
@@ -150,7 +151,7 @@ def test_full_split_is_leak_free_and_stratified(full_split):
     for stratum, n in totals.items():
         assert abs(taken[stratum] / n - 0.2) <= 0.1, stratum
     info = full_split.info
-    assert info["calibration"]["size"] == len(calibration)
+    assert info["fit"]["size"] + info["validation"]["size"] == len(calibration)
     assert info["evaluation"]["by_label"] == dict(Counter(s.label for s in evaluation))
     assert info["dropped"]["samples"] == 0 and info["empty_prompts"] == 12
 

@@ -27,8 +27,9 @@ def test_vscbench_limit_24_runs_end_to_end(synthetic_root, tmp_path):
 
     data, run_info = metrics["data"], metrics["run"]
     assert data["source"] == "vscbench" and data["total"] == 3600 + 450
-    assert run_info["n_calibration"] + run_info["n_evaluation"] == 24
-    assert data["calibration"]["size"] == run_info["n_calibration"]
+    assert run_info["n_fit"] + run_info["n_validation"] + run_info["n_evaluation"] == 24
+    assert data["fit"]["size"] == run_info["n_fit"]
+    assert data["validation"]["size"] == run_info["n_validation"] == metrics["validation"]["n"]
     rows = read_jsonl(tmp_path / "out" / "responses.jsonl")
     assert len(rows) == run_info["n_evaluation"] == data["evaluation"]["size"]
     assert {r["condition"] for r in rows} <= {
