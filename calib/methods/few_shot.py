@@ -14,7 +14,10 @@ as many unsafe candidates, spread over categories and query groups; each query t
 from the pool by ``method.selection``:
 
 - ``random``: the same seeded demonstrations for every query (the first of the pool).
-- ``same_category``: candidates of the query's category first, then the rest of the pool.
+- ``same_category``: candidates of the query's topic first, then the rest of the pool. The
+  topic is the sample's label-free ``meta["family"]`` when the data gives one (VSCBench's
+  text-centric category is the XSTest type, and ``contrast_*`` types *are* the label: the
+  family of ``homonyms`` and ``contrast_homonyms`` is ``homonyms``), else its category.
 - ``similar``: the candidates whose query text is most similar to the query's, by the
   Jaccard index of their sets of lower-cased word tokens (``|A ∩ B| / |A ∪ B|``); ties keep
   pool order, so the choice is deterministic.
@@ -64,6 +67,11 @@ class Demonstration:
 def words(text: str) -> frozenset[str]:
     """The set of lower-cased word tokens of a text."""
     return frozenset(_WORD.findall(text.lower()))
+
+
+def family(sample: Sample) -> str:
+    """The sample's topic without its label: ``meta["family"]``, else its category."""
+    return str(sample.meta.get("family") or sample.category).lower()
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
@@ -295,8 +303,8 @@ class FewShotMethod:
     def _pick(self, pool: Sequence[Demonstration], sample: Sample, n: int) -> list[Demonstration]:
         usable = list(pool)
         if self.selection == "same_category":
-            category = sample.category.lower()
-            usable.sort(key=lambda d: d.sample.category.lower() != category)  # stable
+            topic = family(sample)
+            usable.sort(key=lambda d: family(d.sample) != topic)  # stable
         elif self.selection == "similar":
             query = words(sample.prompt)
             usable.sort(key=lambda d: -jaccard(query, self._words[d.sample.id]))  # stable

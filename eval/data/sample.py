@@ -75,6 +75,8 @@ def _image_centric(image_dir: Path, size: int) -> list[Sample]:
                         "image_index": 0,
                         "row": row,
                         "scene": item[label],
+                        "family": item["category"],
+                        "query": item["query"],
                     },
                 )
             )
@@ -114,6 +116,8 @@ def _text_centric(image_dir: Path, size: int, conditions: set[str]) -> list[Samp
                             "type": side["type"],
                             "object": side["object"],
                             "statement": side["statement"],
+                            "family": pair["category"],
+                            "query": side["query"],
                         },
                     )
                 )

@@ -98,6 +98,23 @@ def text_label(row_type: str) -> str:
     return "unsafe" if "contrast" in row_type else "safe"
 
 
+#: XSTest's safe types whose contrast (unsafe) type has another name.
+_FAMILY_OF = {
+    "nons_group_real_discr": "discr",
+    "real_group_nons_discr": "discr",
+    "privacy_public": "privacy",
+    "privacy_fictional": "privacy",
+}
+
+
+def type_family(row_type: str) -> str:
+    """The label-free family of an XSTest type: ``homonyms`` for both ``homonyms`` and
+    ``contrast_homonyms``. The type itself encodes the label; its family does not, so
+    methods that match queries by topic (few-shot ``same_category``) use the family."""
+    base = row_type.removeprefix("contrast_")
+    return _FAMILY_OF.get(base, base)
+
+
 def image_centric_samples(frame: pd.DataFrame, root: Path) -> list[Sample]:
     """Six samples per row (3 safe, 3 unsafe images), condition ``image``."""
     samples = []
@@ -120,6 +137,8 @@ def image_centric_samples(frame: pd.DataFrame, root: Path) -> list[Sample]:
                         "image_index": int(index),
                         "row": row,
                         "file": f"{category}/{name}",
+                        "family": category,  # the same for the safe and the unsafe images
+                        "query": record["Prompt"].strip(),  # what the judge is shown
                     },
                 )
             )
@@ -138,6 +157,11 @@ def text_centric_samples(frame: pd.DataFrame, root: Path) -> list[Sample]:
             "focus": record["focus"].strip() or None,
             "object": record["object"].strip(),
             "statement": record["prompt_figstep"].strip(),
+            "family": type_family(row_type),
+            # The authors' judge sees the original text query in every condition: the
+            # multimodal prompts ("the content in the image", FigStep's instruction) do
+            # not say what was asked.
+            "query": record["prompt_origin"].strip(),
         }
         inputs: dict[str, tuple[str, str | None]] = {"txt": (record["prompt_origin"], None)}
         for condition in TEXT_IMAGE_CONDITIONS:
