@@ -226,6 +226,28 @@ def score(
 VALIDATION_KEYS = ("sra_u", "sra_s", "sra_s_strict", "mean", "n_safe", "n_unsafe", "n_excluded")
 
 
+def check_fitted_apart(method: CalibrationMethod, evaluation: Sequence[Sample]) -> None:
+    """A method that reports what it was fitted on (``trained_on()``: a reused adapter or
+    vectors) must not have seen the evaluation split, unless ``method.allow_overlap=true``."""
+    trained_on = getattr(method, "trained_on", None)
+    if trained_on is None:
+        return
+    overlap = sorted(set(trained_on()) & {s.id for s in evaluation})
+    if overlap and not getattr(method, "allow_overlap", False):
+        raise ConfigError(
+            f"the method's fitted artefact (method.adapter / method.vectors) was trained on "
+            f"{len(overlap)} sample(s) of this run's evaluation split, e.g. {overlap[:3]}: its "
+            "figures would be inflated. Fit it anew (drop method.adapter / method.vectors), "
+            "evaluate on other data, or set method.allow_overlap=true to run anyway."
+        )
+
+
+def method_report(method: CalibrationMethod) -> dict[str, Any]:
+    """``metrics["method"]``: what the method says about its fitting (``report()``, optional)."""
+    report = getattr(method, "report", None)
+    return dict(report()) if callable(report) else {}
+
+
 def validation_figures(
     cfg: DictConfig,
     vlm: VLM,
@@ -316,6 +338,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
 
     fit_method(method, vlm, splits.fit, run_dir, splits.validation)
+    check_fitted_apart(method, splits.evaluation)
     # Closed in all cases, so a failed job of a multirun leaves no connection behind.
     with open_cache(cfg) as cache:
         generation = generate_answers(cfg, vlm, method, splits.evaluation, cache)
@@ -342,6 +365,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 "cached": generation.cached,  # responses served by the generation cache
             },
             "data": splits.info,
+            "method": method_report(method),
             "judge": {"counts": dict(Counter(label.value for label in labels))},
             "safety": score(cfg, splits.evaluation, labels),
             # The benchmark authors' aggregation (image-index averages, per-condition SRA).

@@ -83,7 +83,10 @@ class CalibrationMethod(Protocol):
 
     ``fit`` may also accept a keyword argument ``validation`` (the validation part of the
     calibration split, for methods that select a setting themselves, e.g. a layer); the
-    pipeline passes it only to methods whose ``fit`` declares it.
+    pipeline passes it only to methods whose ``fit`` declares it. Two optional members:
+    ``report() -> dict`` (JSON-able facts about the fit, written to ``metrics.json`` under
+    ``method``) and ``trained_on() -> set[str]`` (ids of the samples a fitted artefact saw;
+    the run refuses one that overlaps its evaluation split unless ``allow_overlap``).
     """
 
     def fit(self, vlm: VLM, samples: Sequence[Sample], workdir: Path) -> None:

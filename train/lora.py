@@ -233,7 +233,9 @@ def loss_curve(log_history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: entry[k] for k in keys if k in entry} for entry in log_history if "loss" in entry]
 
 
-def _card(vlm, settings, examples, *, key, regex, world_size, state, duration_s, resumed_from):
+def _card(
+    vlm, settings, examples, *, key, regex, world_size, state, duration_s, resumed_from, extra
+):
     from importlib.metadata import version
 
     curve = loss_curve(state.log_history)
@@ -260,6 +262,7 @@ def _card(vlm, settings, examples, *, key, regex, world_size, state, duration_s,
             "loss_curve": curve,
         },
         "versions": {p: version(p) for p in ("torch", "transformers", "trl", "peft")},
+        **extra,
     }
 
 
@@ -426,6 +429,7 @@ def train_adapter(
     cache_dir: str | os.PathLike,
     progress: bool = True,
     callbacks: Sequence[Any] = (),
+    card_extra: dict[str, Any] | None = None,
 ) -> Path:
     """Train (or resume, or reuse) the adapter for these examples; returns its folder.
 
@@ -436,6 +440,7 @@ def train_adapter(
         cache_dir: root of the ``lora/<key>/`` folders (checkpoints, finished adapter).
         progress: show the Trainer's progress bar.
         callbacks: extra ``transformers.TrainerCallback`` s.
+        card_extra: more top-level entries for the adapter card (e.g. the safe-target counts).
 
     Raises:
         TrainingDiverged: the loss became NaN/inf or exploded (names method.learning_rate).
@@ -475,6 +480,7 @@ def train_adapter(
                 state=trainer.state,
                 duration_s=time.time() - started,
                 resumed_from=resume,
+                extra=dict(card_extra or {}),
             )
             write_json_atomic(tmp / CARD_FILE, card)
             shutil.rmtree(final, ignore_errors=True)

@@ -2,14 +2,15 @@
 
 Each query is preceded by ``method.k`` demonstrations — prior user/assistant turns with
 their images — half of them unsafe (answered with a short refusal that names the reason,
-:func:`calib.methods.refusals.refusal_target`) and half safe (answered with the data's reference
-answer when it has one, else with the base model's *own* answer, generated once with no
-method and cached), so the demonstrations teach calibration — refuse the hazardous query,
-answer its safe look-alike — rather than blanket refusal. An odd ``k`` gets one more safe
-demonstration than unsafe ones.
+:func:`calib.methods.refusals.refusal_target`) and half safe (answered with the data's
+reference answer when it has one, else with the base model's *own* answer, generated once
+with no method, cached, and shown only when the run's judge finds it helpful:
+:mod:`calib.methods.targets`), so the demonstrations teach calibration — refuse the
+hazardous query, answer its safe look-alike — rather than blanket refusal. An odd ``k``
+gets one more safe demonstration than unsafe ones.
 
-Demonstrations come only from the samples given to :meth:`FewShotMethod.fit` (the
-calibration split). ``fit`` draws a seeded *pool* of at most ``method.pool_size`` safe and
+Demonstrations come only from the samples given to :meth:`FewShotMethod.fit` (the fit part
+of the calibration split). ``fit`` draws a seeded *pool* of at most ``method.pool_size`` safe and
 as many unsafe candidates, spread over categories and query groups; each query then picks
 from the pool by ``method.selection``:
 
@@ -35,6 +36,7 @@ import json
 import logging
 import random
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -44,10 +46,10 @@ from typing import Any
 from calib.chat import image_part, text_part, user_turn
 from calib.errors import ConfigError
 from calib.io import write_jsonl_atomic
-from calib.methods.none import base_answers
 from calib.methods.refusals import refusal_target, refusal_templates
+from calib.methods.targets import check_policy, safe_targets
 from calib.model import VLM
-from calib.types import Conversation, Message, Sample
+from calib.types import Conversation, Judge, Message, Sample
 
 log = logging.getLogger("calib.methods.few_shot")
 
@@ -61,7 +63,7 @@ class Demonstration:
 
     sample: Sample
     answer: str
-    source: str  # "refusal", "reference" or "base_model"
+    source: str  # "refusal", "reference", "base_model" or "template"
 
 
 def words(text: str) -> frozenset[str]:
@@ -123,6 +125,11 @@ class FewShotMethod:
         decoding: decoding settings for those answers (``max_new_tokens``, ``do_sample``,
             ``temperature``, ``top_p``, ``seed``).
         cache_dir: where generated answers are cached (the run's generation cache).
+        judge: judges the base model's answers; only helpful ones are shown as they are.
+        safe_target: what to do with an unhelpful base answer (:mod:`calib.methods.targets`):
+            ``drop`` the candidate, ``base_if_helpful`` (show ``safe_template`` instead) or
+            ``template`` (always show the template).
+        safe_template: the helpful answer shown in place of an unhelpful one.
     """
 
     def __init__(
@@ -137,8 +144,11 @@ class FewShotMethod:
         generate_batch_size: int,
         decoding: Mapping[str, Any],
         cache_dir: str | None,
+        judge: Judge,
+        safe_target: str,
+        safe_template: str | None,
     ) -> None:
-        problems = []
+        problems = check_policy(safe_target, safe_template)
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             problems.append(f"method.k={k!r} must be an integer >= 1 (use method=none for zero)")
         if selection not in SELECTIONS:
@@ -173,6 +183,10 @@ class FewShotMethod:
         self.generate_batch_size = generate_batch_size
         self.decoding = dict(decoding)
         self.cache_dir = cache_dir
+        self.judge = judge
+        self.safe_target = safe_target
+        self.safe_template = safe_template
+        self._safe_counts: Counter[str] = Counter()
         self.n_unsafe = k // 2
         self.n_safe = k - self.n_unsafe
         self._pools: dict[str, list[Demonstration]] | None = None
@@ -209,8 +223,10 @@ class FewShotMethod:
         if len(demos_safe) < self.n_safe:
             raise ConfigError(
                 f"method.k={self.k} needs {self.n_safe} safe demonstrations but the base model "
-                f"gave a non-empty answer to only {len(demos_safe)} of {len(safe)} candidates: "
-                "raise method.pool_size or generation.max_new_tokens, or lower method.k"
+                f"gave a helpful answer (judged COMPLY) to only {len(demos_safe)} of "
+                f"{len(safe)} candidates ({dict(self._safe_counts)}): raise method.pool_size, "
+                "set method.safe_target=base_if_helpful (a helpful template instead), or lower "
+                "method.k"
             )
         self._groups = {s.group: s.id for s in samples}  # queries must not share one
         self._pools = {"safe": demos_safe, "unsafe": demos}
@@ -238,31 +254,41 @@ class FewShotMethod:
         return demos
 
     def _answer(self, vlm: VLM, samples: Sequence[Sample]) -> list[Demonstration]:
-        """Candidates with their answers; those the base model left empty are dropped."""
+        """Candidates with their answers: the reference, else the base model's answer when
+        the judge finds it helpful (:mod:`calib.methods.targets` decides about the others)."""
         with_reference = {s.id: s.reference for s in samples if self.use_references and s.reference}
         to_generate = [s for s in samples if s.id not in with_reference]
-        generated = dict(
-            zip(
-                [s.id for s in to_generate],
-                base_answers(
-                    vlm,
-                    to_generate,
-                    batch_size=self.generate_batch_size,
-                    decoding=self.decoding,
-                    cache_dir=self.cache_dir,
-                ),
-                strict=True,
-            )
+        targets = safe_targets(
+            vlm,
+            to_generate,
+            judge=self.judge,
+            policy=self.safe_target,
+            template=self.safe_template,
+            batch_size=self.generate_batch_size,
+            decoding=self.decoding,
+            cache_dir=self.cache_dir,
         )
+        counts = targets.counts(len(to_generate))
+        self._safe_counts.update({k: counts[k] for k in ("kept", "replaced", "dropped")})
+        self._safe_counts["reference"] += len(with_reference)
         demos = []
         for sample in samples:
             if sample.id in with_reference:
                 demos.append(Demonstration(sample, with_reference[sample.id], "reference"))
-            elif generated[sample.id].strip():
-                demos.append(Demonstration(sample, generated[sample.id].strip(), "base_model"))
+            elif sample.id in targets.answers:
+                answer, source = targets.answers[sample.id], targets.sources[sample.id]
+                demos.append(Demonstration(sample, answer, source))
             else:
-                log.warning("few_shot: base model gave an empty answer to %s; not used", sample.id)
+                log.info(
+                    "few_shot: base answer to %s judged %s; not shown (method.safe_target=drop)",
+                    sample.id,
+                    targets.judged.get(sample.id),
+                )
         return demos
+
+    def report(self) -> dict[str, Any]:
+        """What ``metrics.json`` records under ``method``: how the safe answers were chosen."""
+        return {"safe_targets": {"policy": self.safe_target, **dict(self._safe_counts)}}
 
     def _check_several_images(self, vlm: VLM, samples: Sequence[Sample]) -> None:
         """Runs one two-image conversation through the model; a clear error if it cannot."""
@@ -338,6 +364,8 @@ class FewShotMethod:
             "use_references": self.use_references,
             "refusals": self.refusals,
             "decoding": self.decoding,
+            "safe_target": self.safe_target,
+            "safe_template": self.safe_template,
             "pool": [
                 [d.sample.id, d.sample.label, d.sample.category, d.sample.group,
                  d.sample.prompt, d.sample.image, d.answer]

@@ -31,8 +31,9 @@ from calib.hashing import image_digest
 from calib.io import write_json_atomic, write_jsonl_atomic
 from calib.methods.lora_examples import build_examples
 from calib.methods.refusals import refusal_templates
+from calib.methods.targets import check_policy
 from calib.model import VLM
-from calib.types import Conversation, Sample
+from calib.types import Conversation, Judge, Sample
 from train.lora import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -89,6 +90,10 @@ class LoraMethod:
         decoding: Mapping[str, Any],
         cache_dir: str,
         progress: bool,
+        judge: Judge,
+        safe_target: str,
+        safe_template: str | None,
+        allow_overlap: bool,
     ) -> None:
         self.settings = LoraSettings(
             r=r,
@@ -110,7 +115,7 @@ class LoraMethod:
             save_steps=save_steps,
             divergence_factor=divergence_factor,
         )
-        problems = self.settings.problems()
+        problems = self.settings.problems() + check_policy(safe_target, safe_template)
         if utility_mix < 0:
             problems.append(f"method.utility_mix={utility_mix} must be >= 0")
         if utility_mix > 0 and not callable(getattr(utility_source, "items", None)):
@@ -128,6 +133,11 @@ class LoraMethod:
             raise ConfigError(problems)
         self.adapter = adapter
         self.merge = merge
+        self.judge = judge
+        self.safe_target = safe_target
+        self.safe_template = safe_template
+        self.allow_overlap = allow_overlap
+        self._safe_counts: dict[str, Any] | None = None
         self.refusals = dict(refusals or {})
         self.utility_mix = utility_mix
         self.utility_source = utility_source
@@ -160,10 +170,13 @@ class LoraMethod:
         )
         # One process generates the base answers; the others then read them from the cache.
         with state.main_process_first():
-            examples = build_examples(
+            examples, self._safe_counts = build_examples(
                 vlm,
                 samples,
                 refusals=self.refusals,
+                judge=self.judge,
+                safe_target=self.safe_target,
+                safe_template=self.safe_template,
                 decoding=self.decoding,
                 batch_size=self.generate_batch_size,
                 cache_dir=self.cache_dir,
@@ -172,7 +185,12 @@ class LoraMethod:
                 seed=self.settings.seed,
             )
         trained = train_adapter(
-            vlm, examples, self.settings, cache_dir=self.cache_dir, progress=self.progress
+            vlm,
+            examples,
+            self.settings,
+            cache_dir=self.cache_dir,
+            progress=self.progress,
+            card_extra={"safe_targets": self._safe_counts},
         )
         if state.is_main_process:
             write_jsonl_atomic(
@@ -182,6 +200,22 @@ class LoraMethod:
             trained = copy_adapter(trained, workdir / ADAPTER_DIR)
         state.wait_for_everyone()
         self.use_adapter(trained, vlm)
+
+    def report(self) -> dict[str, Any]:
+        """What ``metrics.json`` records under ``method``: the adapter and its training data."""
+        card = read_card(self.adapter_dir) if self.adapter_dir is not None else None
+        data = (card or {}).get("data", {})
+        return {
+            "adapter_hash": self._adapter_hash,
+            "reused": self.adapter is not None,
+            "examples_by_kind": data.get("by_kind"),
+            "safe_targets": self._safe_counts or (card or {}).get("safe_targets"),
+        }
+
+    def trained_on(self) -> set[str]:
+        """Ids of the samples the adapter was trained on (from its card; empty if it has none)."""
+        card = read_card(self.adapter_dir) if self.adapter_dir is not None else None
+        return set((card or {}).get("data", {}).get("sample_ids", []))
 
     def use_adapter(self, adapter_dir: Path, vlm: VLM | None = None) -> None:
         """Use this adapter folder from now on (``fit`` calls it; tests and notebooks may too)."""

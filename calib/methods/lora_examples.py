@@ -6,9 +6,11 @@ as the model is asked it, :func:`calib.chat.default_conversation`):
 - ``refusal``: an *unsafe* sample's completion is a short refusal that names the reason, the
   same per-category text few-shot uses (:func:`calib.methods.refusals.refusal_target`);
 - ``self``: a *safe* sample's completion is the base model's own greedy answer to it
-  (:func:`calib.methods.none.base_answers`, generated once with no method and cached), so
-  the adapter learns to keep answering look-alike safe queries as before (self-distillation)
-  instead of learning blanket refusal;
+  (:func:`calib.methods.none.base_answers`, generated once with no method and cached) when
+  the run's judge finds it helpful, so the adapter learns to keep answering look-alike safe
+  queries (self-distillation) instead of learning blanket refusal; an unhelpful one is
+  dropped or replaced by a helpful template (``template``), as ``method.safe_target`` says
+  (:mod:`calib.methods.targets`): an over-refusal is never taught as the right answer;
 - ``utility``: optional utility items (``method.utility_mix``) with their reference answers.
 """
 
@@ -22,40 +24,43 @@ from pathlib import Path
 from typing import Any
 
 from calib.chat import default_conversation
-from calib.methods.none import base_answers
 from calib.methods.refusals import refusal_target
+from calib.methods.targets import SafeTargets, safe_targets
 from calib.model.vlm import VLM
-from calib.types import Sample
+from calib.types import Judge, Sample
 from train.lora_data import TrainingExample
 
 log = logging.getLogger("calib.methods.lora")
 
-KINDS = ("refusal", "self", "utility")
+KINDS = ("refusal", "self", "template", "utility")
 
 
 def safety_examples(
     samples: Sequence[Sample],
-    safe_answers: Mapping[str, str],
+    targets: SafeTargets,
     refusals: Mapping[str, str] | None = None,
 ) -> list[TrainingExample]:
-    """Refusals for unsafe samples, the given base-model answers for safe ones.
+    """Refusals for unsafe samples; for safe ones, the answer ``targets`` chose (the base
+    model's own when helpful, or the template); safe samples it dropped are left out.
 
     Args:
-        samples: the calibration split (every sample labelled safe or unsafe).
-        safe_answers: the base model's answer to each safe sample, by sample id.
+        samples: the fit part of the calibration split (every sample labelled).
+        targets: the safe samples' answers (:func:`calib.methods.targets.safe_targets`).
         refusals: per-category overrides of the refusal templates (``method.refusals``).
 
     Raises:
-        ValueError: a sample has no safety label, or a safe sample has no answer.
+        ValueError: a sample has no safety label.
     """
     examples = []
     for sample in samples:
         if sample.label == "unsafe":
             kind, completion = "refusal", refusal_target(sample, refusals)
         elif sample.label == "safe":
-            if sample.id not in safe_answers:
-                raise ValueError(f"no base-model answer for safe sample {sample.id!r}")
-            kind, completion = "self", safe_answers[sample.id]
+            if sample.id not in targets.answers:
+                continue  # its base answer was unhelpful and method.safe_target=drop
+            source = targets.sources[sample.id]
+            kind = "self" if source == "base_model" else "template"
+            completion = targets.answers[sample.id]
         else:
             raise ValueError(
                 f"calibration sample {sample.id!r} has label={sample.label!r}: LoRA targets need "
@@ -107,19 +112,25 @@ def build_examples(
     samples: Sequence[Sample],
     *,
     refusals: Mapping[str, str] | None,
+    judge: Judge,
+    safe_target: str,
+    safe_template: str | None,
     decoding: dict[str, Any],
     batch_size: int,
     cache_dir: str | Path | None,
     utility_items: Sequence[Sample] = (),
     utility_mix: float = 0.0,
     seed: int = 0,
-) -> list[TrainingExample]:
-    """The full training set: safety examples (base answers generated, cached) + utility mix.
+) -> tuple[list[TrainingExample], dict[str, Any]]:
+    """The full training set (safety examples + utility mix) and the safe-target counts.
 
     Args:
         vlm: the base model (no method active) that answers the safe samples.
-        samples: the calibration split.
+        samples: the fit part of the calibration split.
         refusals: per-category refusal template overrides.
+        judge: judges the base answers of safe samples (:mod:`calib.methods.targets`).
+        safe_target: ``drop`` | ``base_if_helpful`` | ``template`` for unhelpful answers.
+        safe_template: the helpful answer taught in place of an unhelpful one.
         decoding: ``vlm.generate`` settings for the base answers (greedy by default).
         batch_size: prompts per generation batch.
         cache_dir: generation cache folder (shared with ``method=none`` runs); None = no cache.
@@ -133,9 +144,22 @@ def build_examples(
             "(raise data.calibration_fraction, or pass method.adapter=<trained adapter>)"
         )
     safe = [s for s in samples if s.label == "safe"]
-    answers = base_answers(vlm, safe, batch_size=batch_size, decoding=decoding, cache_dir=cache_dir)
-    by_id = dict(zip([s.id for s in safe], answers, strict=True))
-    examples = safety_examples(samples, by_id, refusals)
+    targets = safe_targets(
+        vlm,
+        safe,
+        judge=judge,
+        policy=safe_target,
+        template=safe_template,
+        batch_size=batch_size,
+        decoding=decoding,
+        cache_dir=cache_dir,
+    )
+    examples = safety_examples(samples, targets, refusals)
     examples += utility_examples(utility_items, len(examples), utility_mix, seed)
-    log.info("LoRA training examples: %s", dict(Counter(e.kind for e in examples)))
-    return examples
+    counts = {"policy": safe_target, **targets.counts(len(safe))}
+    log.info(
+        "LoRA training examples: %s; safe targets: %s",
+        dict(Counter(e.kind for e in examples)),
+        counts,
+    )
+    return examples, counts

@@ -16,8 +16,9 @@ from calib.methods.lora import adapter_applied
 from calib.methods.lora_examples import build_examples, safety_examples, utility_examples
 from calib.methods.none import base_answers
 from calib.methods.refusals import refusal_target
+from calib.methods.targets import SafeTargets
 from calib.model import VLM
-from calib.types import Sample
+from calib.types import Label, Sample
 from train.lora import (
     CARD_FILE,
     LoraSettings,
@@ -83,10 +84,34 @@ def samples(tiny_images) -> list[Sample]:
     ]
 
 
+class EverythingHelpful:
+    """A judge that finds every answer helpful (the filtering is tested in test_targets)."""
+
+    def label(self, samples, responses):
+        return [Label.COMPLY] * len(responses)
+
+
 def examples_for(vlm, samples, cache_dir) -> list[TrainingExample]:
-    return build_examples(
-        vlm, samples, refusals=None, decoding=DECODING, batch_size=4, cache_dir=cache_dir
+    examples, _ = build_examples(
+        vlm,
+        samples,
+        refusals=None,
+        judge=EverythingHelpful(),
+        safe_target="drop",
+        safe_template=None,
+        decoding=DECODING,
+        batch_size=4,
+        cache_dir=cache_dir,
     )
+    return examples
+
+
+ANSWERS = {"s1": "Hold it at an angle.", "s2": "For pain."}
+
+
+def base_targets(answers: dict[str, str]) -> SafeTargets:
+    """Targets as if every one of these base answers had been judged helpful."""
+    return SafeTargets(dict(answers), dict.fromkeys(answers, "base_model"))
 
 
 # --- the dataset -----------------------------------------------------------------------
@@ -113,13 +138,15 @@ def test_targets_refuse_unsafe_and_keep_base_answers_for_safe(tiny_vlm, samples,
 
 def test_refusal_overrides_and_unlabelled_samples(samples):
     answers = {"s1": "Hold the blade at 20 degrees.", "s2": "Headaches."}
-    examples = safety_examples(samples, answers, {"violence": "No: that would hurt someone."})
+    examples = safety_examples(
+        samples, base_targets(answers), {"violence": "No: that would hurt someone."}
+    )
     assert examples[0].completion == "No: that would hurt someone."
     assert examples[1].completion == refusal_target(samples[1])
     assert examples[2].completion == answers["s1"]
     unlabelled = Sample("x", "hi", None, None, "misc", "txt", "gx")
     with pytest.raises(ValueError, match="label=None"):
-        safety_examples([unlabelled], {}, None)
+        safety_examples([unlabelled], base_targets({}), None)
 
 
 def test_utility_mix_uses_references_seeded(tiny_images):
@@ -151,13 +178,15 @@ def test_utility_mix_uses_references_seeded(tiny_images):
 
 def test_data_hash_follows_content(samples):
     answers = {"s1": "a", "s2": "b"}
-    base = data_hash(safety_examples(samples, answers))
-    assert base == data_hash(safety_examples(samples, dict(answers)))
-    assert base != data_hash(safety_examples(samples, {**answers, "s2": "c"}))
+    base = data_hash(safety_examples(samples, base_targets(answers)))
+    assert base == data_hash(safety_examples(samples, base_targets(dict(answers))))
+    assert base != data_hash(safety_examples(samples, base_targets({**answers, "s2": "c"})))
 
 
 def test_collator_labels_the_completion_only_and_keeps_image_tokens(tiny_vlm, samples, tmp_path):
-    examples = safety_examples(samples, {"s1": "Hold it at an angle.", "s2": "For pain."})
+    examples = safety_examples(
+        samples, base_targets({"s1": "Hold it at an angle.", "s2": "For pain."})
+    )
     with lora_trainer(tiny_vlm, examples, settings(), tmp_path, progress=False) as trainer:
         rows = [trainer.train_dataset[i] for i in range(len(examples))]
         batch = trainer.data_collator(rows)
@@ -184,7 +213,7 @@ def _image_token_id(vlm) -> int:
 
 
 def test_dataset_keeps_images_as_lazy_files(samples):
-    dataset = to_dataset(safety_examples(samples, {"s1": "a", "s2": "b"}))
+    dataset = to_dataset(safety_examples(samples, base_targets({"s1": "a", "s2": "b"})))
     assert dataset.column_names == ["prompt", "completion", "images"]
     assert [len(row["images"]) for row in dataset] == [1, 0, 1, 0]
     assert dataset[0]["images"][0].mode == "RGB"
@@ -195,7 +224,7 @@ def test_dataset_keeps_images_as_lazy_files(samples):
 
 
 def test_only_decoder_lora_parameters_are_trainable(tiny_vlm, samples, tmp_path):
-    examples = safety_examples(samples, {"s1": "a", "s2": "b"})
+    examples = safety_examples(samples, base_targets({"s1": "a", "s2": "b"}))
     prefix = f"base_model.model.{tiny_vlm.decoder_prefix}."
     with lora_trainer(tiny_vlm, examples, settings(), tmp_path, progress=False) as trainer:
         trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
@@ -211,7 +240,7 @@ def test_only_decoder_lora_parameters_are_trainable(tiny_vlm, samples, tmp_path)
 
 
 def test_target_pattern_matching_nothing_names_the_key(tiny_llava, samples, tmp_path):
-    examples = safety_examples(samples, {"s1": "a", "s2": "b"})
+    examples = safety_examples(samples, base_targets({"s1": "a", "s2": "b"}))
     with pytest.raises(ConfigError, match=r"method\.target_pattern"):
         train_adapter(tiny_llava, examples, settings(target_pattern="nothing"), cache_dir=tmp_path)
 
@@ -361,7 +390,9 @@ class InterruptAt(TrainerCallback):
 
 
 def test_interrupted_training_resumes_from_its_last_checkpoint(tiny_llava, samples, tmp_path):
-    examples = safety_examples(samples, {"s1": "Hold it at an angle.", "s2": "For pain."})
+    examples = safety_examples(
+        samples, base_targets({"s1": "Hold it at an angle.", "s2": "For pain."})
+    )
     config = settings(max_steps=4, save_steps=2)
     state = {k: v.clone() for k, v in tiny_llava.model.state_dict().items()}
     with pytest.raises(KeyboardInterrupt):
@@ -389,7 +420,7 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tiny_llava, sampl
 
 
 def test_divergence_stops_with_the_learning_rate_named(tiny_llava, samples, tmp_path):
-    examples = safety_examples(samples, {"s1": "a", "s2": "b"})
+    examples = safety_examples(samples, base_targets({"s1": "a", "s2": "b"}))
     state = {k: v.clone() for k, v in tiny_llava.model.state_dict().items()}
     with pytest.raises(TrainingDiverged, match=r"method\.learning_rate"):
         train_adapter(
@@ -417,7 +448,7 @@ def test_loss_goes_to_the_active_wandb_run(tiny_llava, samples, tmp_path, monkey
         monkeypatch.setenv(var, str(tmp_path / sub))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    examples = safety_examples(samples, {"s1": "a", "s2": "b"})
+    examples = safety_examples(samples, base_targets({"s1": "a", "s2": "b"}))
     run = wandb.init(mode="offline", dir=str(tmp_path), project="vsc-calib-test")
     try:
         train_adapter(

@@ -201,6 +201,12 @@ def test_lora_runs_end_to_end(model, tiny_cache_dir, tmp_path):
     assert trained_on == {s.id for s in splits.fit}, "never the validation part"
     assert not trained_on & evaluated, "an evaluation sample was trained on"
     assert len(card["training"]["loss_curve"]) == 3
+    counts = metrics["method"]["safe_targets"]
+    assert counts == card["safe_targets"] and counts["policy"] == "base_if_helpful"
+    n_safe = sum(s.label == "safe" for s in splits.fit)
+    assert counts["total"] == n_safe == counts["kept"] + counts["replaced"]
+    kinds = card["data"]["by_kind"]
+    assert kinds.get("self", 0) == counts["kept"] and kinds.get("template", 0) == counts["replaced"]
 
 
 @pytest.mark.slow
@@ -217,6 +223,13 @@ def test_a_rerun_with_the_adapter_evaluates_without_training(tiny_cache_dir, tmp
     assert not (tmp_path / "cache" / "lora").exists()
     assert again["run"]["method_fingerprint"] == metrics["run"]["method_fingerprint"]
     assert again["safety"] == metrics["safety"]
+    # another seed draws other splits: the adapter's training samples are now evaluated
+    reshuffled = [f"paths.cache_dir={tmp_path / 'cache'}", f"method.adapter={adapter}", "seed=3"]
+    with pytest.raises(ConfigError, match=r"trained on \d+ sample\(s\) of this run's evaluation"):
+        run(compose_cfg(*reshuffled), tmp_path / "third")
+    assert not (tmp_path / "third" / "metrics.json").exists()
+    allowed = run(compose_cfg(*reshuffled, "method.allow_overlap=true"), tmp_path / "fourth")
+    assert allowed["run"]["method_fingerprint"] == metrics["run"]["method_fingerprint"]
 
 
 @pytest.mark.slow
