@@ -115,7 +115,9 @@ def render_report(metrics: dict[str, Any]) -> str:
         "",
         overall_table(safety),
         "",
-        f"Excluded from denominators (no verdict): {safety.get('n_excluded', {})}.",
+        f"Excluded from denominators (no verdict): {safety.get('n_excluded', {})}. "
+        f"Worst case, counting each of them as a failure: SRA_u {fmt(safety.get('sra_u_worst'))}"
+        f", SRA_s {fmt(safety.get('sra_s_worst'))}, mean {fmt(safety.get('mean_worst'))}.",
     ]
     for key, title in (
         ("by_category", "category"),
