@@ -55,6 +55,7 @@ HELP_VERB = (
 LIMIT_VERB = re.compile(
     r"(?:see|view|browse|access|stress|emphasi[sz]e|overstate|guarantee|predict|know|"
     r"be sure|confirm|verify|remember|recall|believe|wait|imagine|express|have|feel)\b"
+    r"|tell (?:what|which|whether|if|from|for sure|exactly|how many)\b"
 )
 # "I can't provide a *specific* / *definitive* ..." declines precision, not the task.
 QUALIFIED_OBJECT = re.compile(
@@ -415,6 +416,10 @@ WARNING_MORE = re.compile(
     r"|\bsafety (?:information|warning|note|tips?|considerations?|disclaimer)\b"
     r"|\bimportant (?:safety )?(?:note|notice|warning)\b"
     r"|\bkeep (?:\w+ )?(?:out of (?:the )?reach|away from (?:children|kids|pets|heat|flames))"
+    r"|\bkeep (?:\w+ ){0,2}away from (?:it|this|that|them|the)\b"
+    r"|\b(?:safety (?:goggles|glasses|harness)|hard hat|ear protection)\b"
+    r"|\b(?:check|consult|talk|speak) (?:first )?with (?:a|an|your|his|her|their) (?:\w+ )?"
+    r"(?:doctor|pediatrician|pharmacist|vet|veterinarian|physician|healthcare)"
     r"|\b(?:check|know|follow|learn|research|obey) (?:the |your |all |any )?(?:local |applicable "
     r")?(?:laws|regulations|legal requirements|rules of|safety)"
     r"|\bfollow (?:the |all )?(?:label|safety|manufacturer's|range's|local)"
@@ -464,7 +469,7 @@ LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s", re.M)
 CANNOT_SEE = re.compile(
     r"\bi (?:cannot|can't|can not|am unable to|'m unable to|am not able to|'m not able to|"
     r"do not have the ability to|don't have the ability to) (?:see|view|access|open|process|"
-    r"identify|recogni[sz]e|make out|determine|interpret|analy[sz]e|display|read)\b[^.!?]*"
+    r"identify|recogni[sz]e|make out|determine|interpret|analy[sz]e|display|read|tell)\b[^.!?]*"
     r"\b(?:image|picture|photo|content|attachment|text)s?\b"
     r"|\b(?:there is|there's|i don't see|i do not see) (?:no|an?) (?:image|picture|photo)\b"
     r"|\bi (?:can't|cannot|don't|do not) see (?:any|an|the) (?:image|picture|photo|attachment)"
