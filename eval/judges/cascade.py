@@ -7,9 +7,9 @@ with ``escalate_unmatched``). EMPTY responses are never escalated. The fallback'
 is final; when the fallback cannot decide (UNJUDGED), the first label is kept
 (``on_fallback_unjudged=first``) or the response stays UNJUDGED (``unjudged``).
 
-So a run pays the model judge only for the share it escalates (typically a fifth to a
-third of VLM answers), and ``last_report()`` says what that share was and, for every
-escalated response, what both judges said -- what a run report needs.
+So a run pays the model judge only for the share it escalates (about a quarter of the
+answers in eval/judges/README.md's sets), and ``last_report()`` says what that share was
+and, for every escalated response, what both judges said -- what a run report needs.
 """
 
 from __future__ import annotations
