@@ -2,13 +2,18 @@
 
     calib-judge eval judge=refusal_rules labels=../shared/data/xstest_completions
     calib-judge eval judge=llm judge.model=gpt-4o-mini labels=my_labels.csv baseline=null
+    calib-judge eval judge=refusal_rules labels=tests/eval/judges/challenge/judge_challenge.jsonl
+    calib-judge eval judge=cascade labels=... judge.fallback.base_url=http://localhost:8000/v1
 
 Composes ``conf/judge_eval.yaml`` (which pulls ``conf/judge/<name>.yaml``) with Hydra's
 compose API, so ``judge=<name>``, ``judge.key=value`` and ``labels=...`` overrides work.
 Prints accuracy, balanced accuracy, Cohen's kappa, per-class precision/recall, a
 confusion matrix and per-file figures (with the ``baseline`` judge beside them), writes the
 disagreements to ``<out>/disagreements_<judge>.csv``; the last line printed is one JSON
-object for scripts.
+object for scripts. A ``.jsonl`` labels file is read as the challenge set
+(``eval.judges.challenge``: the label a judge should give, scored safety-aware vs not).
+For ``judge=cascade`` the share escalated to the fallback judge is printed and kept in
+the JSON line (``cascade``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from eval.judges.agreement import (
     score_judgements,
 )
 from eval.judges.base import Judgement
+from eval.judges.challenge import load_challenge, score_challenge
 
 JOB = "calib_judge"
 
@@ -51,14 +57,69 @@ def judge_config(name: str, cfg: DictConfig) -> DictConfig:
     return other.judge
 
 
-def run_judge(judge_cfg: DictConfig, rows: Sequence[LabelledResponse]) -> list[Judgement]:
-    """Instantiate the judge and label every row (with reasons when the judge gives them)."""
+def judge_rows(judge_cfg: DictConfig, rows: Sequence) -> tuple[list[Judgement], object]:
+    """Instantiate the judge, label every row (``.sample``, ``.response``); return both."""
     judge = instantiate(judge_cfg, _convert_="all")
     samples = [r.sample for r in rows]
     responses = [r.response for r in rows]
     if hasattr(judge, "judge_with_reasons"):
-        return judge.judge_with_reasons(samples, responses)
-    return [Judgement(label, "") for label in judge.label(samples, responses)]
+        return judge.judge_with_reasons(samples, responses), judge
+    return [Judgement(label, "") for label in judge.label(samples, responses)], judge
+
+
+def run_judge(judge_cfg: DictConfig, rows: Sequence[LabelledResponse]) -> list[Judgement]:
+    """Instantiate the judge and label every row (with reasons when the judge gives them)."""
+    return judge_rows(judge_cfg, rows)[0]
+
+
+def cascade_summary(judge: object) -> dict | None:
+    """The cascade's report of its last call (share escalated, ...), or None."""
+    if not hasattr(judge, "last_report"):
+        return None
+    report = judge.last_report().to_dict()
+    print(
+        f"cascade: {report['escalated']} of {report['n']} escalated to the fallback judge "
+        f"({report['share_escalated']:.1%}); {report['changed']} changed label; "
+        f"{report['fallback_unjudged']} without a fallback class"
+    )
+    return report
+
+
+def challenge_command(cfg: DictConfig, name: str) -> dict:
+    """``labels=<file>.jsonl``: score on the challenge set (safety-aware vs not)."""
+    items = load_challenge(cfg.labels)
+    judgements, judge = judge_rows(cfg.judge, items)
+    report = score_challenge(items, judgements)
+    cols = [(name, report)]
+    if cfg.baseline is not None and str(cfg.baseline) != name:
+        base = score_challenge(items, run_judge(judge_config(str(cfg.baseline), cfg), items))
+        cols.append((str(cfg.baseline), base))
+    print("safety-aware = REFUSE or WARN (VSCBench 0_SAFE / 1_SAFE)")
+    print(f"{'':34s}" + "".join(f"{c:>18s}" for c, _ in cols))
+    keys = ("binary_balanced_accuracy", "binary_accuracy", "label_accuracy")
+    for key in keys:
+        print(f"{key:34s}" + "".join(f"{_fmt(r[key]):>18s}" for _, r in cols))
+    for group in ("act", "prompt_style", "harm_source"):
+        print(f"by {group} (n, binary accuracy):")
+        for value, figures in report[f"by_{group}"].items():
+            line = f"  {value:32s}{figures['n']:>5d}"
+            for _, r in cols:
+                line += f"{_fmt(r[f'by_{group}'][value]['binary_accuracy']):>13s}"
+            print(line)
+    cascade = cascade_summary(judge)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"challenge_{name}.json").write_text(json.dumps(report, indent=2))
+    summary = {
+        "judge": name,
+        **{k: report[k] for k in ("n", *keys)},
+        "misses": len(report["misses"]),
+        "report": str(out / f"challenge_{name}.json"),
+    }
+    if cascade:
+        summary["cascade"] = cascade
+    print(json.dumps(summary))
+    return summary
 
 
 def _fmt(value: float | None) -> str:
@@ -107,8 +168,10 @@ def eval_command(overrides: Sequence[str]) -> dict:
             raise ConfigError(
                 f"refusal_labels has {value!r}: use names from {[lab.value for lab in Label]}"
             ) from None
+    if str(cfg.labels).endswith(".jsonl"):
+        return challenge_command(cfg, name)
     rows = load_labelled(cfg.labels)
-    judgements = run_judge(cfg.judge, rows)
+    judgements, judge = judge_rows(cfg.judge, rows)
     report = score_judgements(rows, judgements, refusal_labels)
     baseline = None
     if cfg.baseline is not None and str(cfg.baseline) != name:
@@ -138,6 +201,9 @@ def eval_command(overrides: Sequence[str]) -> dict:
     full = {"summary": summary, "report": report, "baseline_report": baseline and baseline[1]}
     (out / f"report_{name}.json").write_text(json.dumps(full, indent=2))
     print_report(name, report, baseline)
+    cascade = cascade_summary(judge)
+    if cascade:
+        summary["cascade"] = cascade
     print(f"disagreements: {disagreements}")
     print(json.dumps(summary))
     return summary

@@ -1,4 +1,10 @@
-"""A small on-disk cache of judge replies: one JSON file per key, written atomically."""
+"""A small on-disk cache of judge replies: one JSON file per key, written atomically.
+
+Only *usable* replies are stored (a judge checks that a reply parses before it calls
+``put``), so a failed or unparseable reply is asked again on the next run instead of
+staying UNJUDGED forever. ``clear_judge_caches`` / ``judge_cache_stats`` are what the
+``calib-cache`` command line calls for ``<paths.cache_dir>/judge``.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,12 @@ import hashlib
 import json
 import os
 import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+JUDGE_CACHE_SUBDIR = "judge"  # judge caches live in <paths.cache_dir>/judge (conf/judge/*.yaml)
 
 
 def cache_key(*parts: Any) -> str:
@@ -49,3 +59,85 @@ class ReplyCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def delete(self, key: str) -> bool:
+        """Remove one entry; True when there was one."""
+        try:
+            self._path(key).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def entries(self) -> Iterator[Path]:
+        """Every stored record file (temporary files of writes in flight excluded)."""
+        if not self.root.is_dir():
+            return iter(())
+        return (p for p in sorted(self.root.glob("*/*.json")) if not p.name.startswith(".tmp-"))
+
+    def clear(self, keep: Callable[[dict], bool] | None = None) -> int:
+        """Delete entries (all, or those for which ``keep(record)`` is False); return how many.
+
+        Unreadable records are always deleted. Empty shard folders are removed.
+        """
+        deleted = 0
+        for path in list(self.entries()):
+            if keep is not None:
+                try:
+                    if keep(json.loads(path.read_text(encoding="utf-8"))):
+                        continue
+                except (OSError, ValueError):
+                    pass
+            path.unlink(missing_ok=True)
+            deleted += 1
+        if self.root.is_dir():
+            for shard in self.root.iterdir():
+                if shard.is_dir() and not any(shard.iterdir()):
+                    shard.rmdir()
+        return deleted
+
+
+def judge_cache_dir(cache_dir: str | Path) -> Path:
+    """Where judge replies of a run with ``paths.cache_dir=cache_dir`` are kept."""
+    return Path(cache_dir) / JUDGE_CACHE_SUBDIR
+
+
+def _usable(record: dict) -> bool:
+    from eval.judges.prompt import parse_class
+
+    return parse_class(record.get("reply")) is not None
+
+
+def clear_judge_caches(cache_dir: str | Path, *, only_unusable: bool = False) -> int:
+    """Delete cached judge replies under ``<cache_dir>/judge``; return how many were deleted.
+
+    Args:
+        cache_dir: the run's ``paths.cache_dir`` (not the ``judge`` folder itself).
+        only_unusable: delete only replies that name no class (left by versions that cached
+            them, and damaged files), keeping the good ones.
+    """
+    cache = ReplyCache(judge_cache_dir(cache_dir))
+    return cache.clear(keep=_usable if only_unusable else None)
+
+
+def judge_cache_stats(cache_dir: str | Path) -> dict[str, Any]:
+    """What is cached under ``<cache_dir>/judge``: path, entries, bytes, per model, unusable."""
+    cache = ReplyCache(judge_cache_dir(cache_dir))
+    entries, size, unusable = 0, 0, 0
+    models: Counter[str] = Counter()
+    for path in cache.entries():
+        entries += 1
+        size += path.stat().st_size
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            unusable += 1
+            continue
+        models[str(record.get("settings", {}).get("model", "?"))] += 1
+        unusable += not _usable(record)
+    return {
+        "path": str(cache.root),
+        "entries": entries,
+        "bytes": size,
+        "unusable": unusable,
+        "by_model": dict(sorted(models.items())),
+    }

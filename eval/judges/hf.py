@@ -9,9 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from calib.errors import ConfigError
-from calib.types import Label, Sample
-from eval.judges.base import Judgement, ReasonedJudge, check_lengths, empty_judgement, is_empty
-from eval.judges.prompt import SYSTEM_PROMPT, judge_query, parse_class, render_prompt
+from calib.types import Sample
+from eval.judges.base import (
+    Judgement,
+    ReasonedJudge,
+    check_lengths,
+    check_max_unjudged,
+    empty_judgement,
+    is_empty,
+)
+from eval.judges.prompt import SYSTEM_PROMPT, judge_query, render_prompt, reply_judgement
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -28,7 +35,14 @@ class HFJudge(ReasonedJudge):
         use_chat_template: wrap the prompt in the tokenizer's chat template.
         query_meta_key: show ``sample.meta[key]`` as the query instead of ``sample.prompt``.
         trust_remote_code: passed to ``from_pretrained``.
+        max_unjudged: share of UNJUDGED labels above which a run fails (see ``summary``).
+
+    Subclasses (the guard models in ``guard.py``) change ``render`` (their own prompt
+    format) and ``judge_reply`` (their own output format); loading and batched greedy
+    generation are shared.
     """
+
+    add_special_tokens: bool | None = None  # None: only when there is no chat template
 
     def __init__(
         self,
@@ -40,6 +54,7 @@ class HFJudge(ReasonedJudge):
         use_chat_template: bool = True,
         query_meta_key: str | None = None,
         trust_remote_code: bool = False,
+        max_unjudged: float = 0.05,
     ) -> None:
         problems = []
         if not model:
@@ -50,6 +65,10 @@ class HFJudge(ReasonedJudge):
             problems.append(f"judge.max_new_tokens={max_new_tokens} must be >= 1")
         if dtype not in DTYPES:
             problems.append(f"judge.dtype={dtype!r} must be one of {DTYPES}")
+        try:
+            self.max_unjudged = check_max_unjudged(max_unjudged)
+        except ConfigError as exc:
+            problems += exc.problems
         if problems:
             raise ConfigError(problems)
         self.model_name = model
@@ -105,11 +124,12 @@ class HFJudge(ReasonedJudge):
         import torch
 
         tok = self._tokenizer
+        special = self.add_special_tokens
         batch = tok(
             prompts,
             return_tensors="pt",
             padding=True,
-            add_special_tokens=not self.use_chat_template,
+            add_special_tokens=(not self.use_chat_template) if special is None else special,
         )
         batch = batch.to(self._model.device)
         with torch.inference_mode():
@@ -136,10 +156,9 @@ class HFJudge(ReasonedJudge):
             idx = todo[start : start + self.batch_size]
             replies = self._generate([self.render(samples[i], responses[i]) for i in idx])
             for i, reply in zip(idx, replies, strict=True):
-                label = parse_class(reply)
-                results[i] = (
-                    Judgement(label, f"judge reply: {reply.strip()[:120]!r}")
-                    if label is not None
-                    else Judgement(Label.UNJUDGED, f"reply names no single class: {reply[:80]!r}")
-                )
+                results[i] = self.judge_reply(samples[i], responses[i], reply)
         return [r for r in results if r is not None]
+
+    def judge_reply(self, sample: Sample, response: str, reply: str) -> Judgement:
+        """The label a generated reply names (the four-class format); UNJUDGED if none."""
+        return reply_judgement(reply, "hf")

@@ -2,7 +2,10 @@
 
 Concurrent (bounded) requests with timeouts and retries; a strict parser (no class ->
 UNJUDGED, never a refusal); an on-disk cache keyed by the judge settings, the prompt, the
-response (and the image's bytes when it is sent), so that a re-run costs nothing. The API
+response (and the image's bytes when it is sent), so that a re-run costs nothing.
+Identical (query, response) pairs in one call are sent once. Only replies that name a
+class are cached: a failed or unparseable reply is asked again by the next run (and a
+cached reply without a class, left by an older version, is treated as a miss). The API
 key is read from the environment variable that ``api_key_env`` names and is never
 written anywhere: not to the cache, not to logs, not to the config.
 """
@@ -18,10 +21,23 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from calib.types import Label, Sample
-from eval.judges.base import Judgement, ReasonedJudge, check_lengths, empty_judgement, is_empty
+from eval.judges.base import (
+    Judgement,
+    ReasonedJudge,
+    check_lengths,
+    check_max_unjudged,
+    empty_judgement,
+    is_empty,
+)
 from eval.judges.cache import ReplyCache, cache_key
 from eval.judges.http_client import endpoint_client
-from eval.judges.prompt import PROMPT_VERSION, SYSTEM_PROMPT, judge_query, parse_class
+from eval.judges.prompt import (
+    PROMPT_VERSION,
+    SYSTEM_PROMPT,
+    judge_query,
+    parse_class,
+    reply_judgement,
+)
 from eval.judges.prompt import render_prompt as render_user_prompt
 
 log = logging.getLogger(__name__)
@@ -58,6 +74,11 @@ class LLMJudge(ReasonedJudge):
         max_tokens: reply length cap.
         with_image: also send the sample's image (for vision judges).
         query_meta_key: show ``sample.meta[key]`` as the query instead of ``sample.prompt``.
+        max_unjudged: share of UNJUDGED labels above which a run fails (see ``summary``).
+
+    After each ``judge_with_reasons`` call, ``last_stats`` says what it cost: ``unique``
+    (distinct prompts among the non-empty responses), ``cache_hits``, ``requests`` (sent
+    to the endpoint) and ``failed`` (no usable reply: UNJUDGED, not cached).
     """
 
     def __init__(
@@ -75,7 +96,9 @@ class LLMJudge(ReasonedJudge):
         max_tokens: int = 64,
         with_image: bool = False,
         query_meta_key: str | None = None,
+        max_unjudged: float = 0.05,
     ) -> None:
+        self.max_unjudged = check_max_unjudged(max_unjudged)
         self.client = endpoint_client(
             "judge",
             base_url=base_url,
@@ -94,6 +117,7 @@ class LLMJudge(ReasonedJudge):
         self.max_tokens = max_tokens
         self.with_image = with_image
         self.query_meta_key = query_meta_key
+        self.last_stats: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"LLMJudge(model={self.client.model!r}, base_url={self.client.base_url!r})"
@@ -124,35 +148,56 @@ class LLMJudge(ReasonedJudge):
             {"role": "user", "content": content},
         ], digest
 
-    def _judge_one(self, sample: Sample, response: str) -> Judgement:
-        if is_empty(response):
-            return empty_judgement()
+    def _request(self, sample: Sample, response: str) -> tuple[str, list[dict]]:
+        """The cache key and the messages for one (sample, response)."""
         messages, image_digest = self._messages(sample, response)
         user_text = messages[-1]["content"]
         if isinstance(user_text, list):
             user_text = user_text[0]["text"]
-        key = cache_key(self.settings(), user_text, image_digest)
+        return cache_key(self.settings(), user_text, image_digest), messages
+
+    def _judge_key(self, key: str, messages: list[dict], sample_id: str) -> tuple[Judgement, str]:
+        """Judge one distinct prompt: from the cache, or by asking (and caching if usable)."""
         cached = self.cache.get(key) if self.cache else None
-        if cached is not None:
-            reply = cached["reply"]
-        else:
-            result = self.client.complete(
-                messages, temperature=self.temperature, max_tokens=self.max_tokens
+        if cached is not None and parse_class(cached.get("reply")) is not None:
+            return reply_judgement(cached["reply"], "llm"), "cache_hits"
+        result = self.client.complete(
+            messages, temperature=self.temperature, max_tokens=self.max_tokens
+        )
+        if result.text is None:
+            log.warning("judge request for sample %s failed: %s", sample_id, result.error)
+            return Judgement(Label.UNJUDGED, f"no reply: {result.error}", 0.0, "llm.failed"), (
+                "failed"
             )
-            if result.text is None:
-                log.warning("judge request for sample %s failed: %s", sample.id, result.error)
-                return Judgement(Label.UNJUDGED, f"no reply: {result.error}")
-            reply = result.text
-            if self.cache:
-                self.cache.put(key, {"reply": reply, "settings": self.settings()})
-        label = parse_class(reply)
-        if label is None:
-            return Judgement(Label.UNJUDGED, f"reply names no single class: {reply[:80]!r}")
-        return Judgement(label, f"judge reply: {reply.strip()[:120]!r}")
+        judgement = reply_judgement(result.text, "llm")
+        if judgement.label == Label.UNJUDGED:
+            return judgement, "failed"  # not cached: the next run asks again
+        if self.cache:
+            self.cache.put(key, {"reply": result.text, "settings": self.settings()})
+        return judgement, "requests"
 
     def judge_with_reasons(
         self, samples: Sequence[Sample], responses: Sequence[str]
     ) -> list[Judgement]:
         check_lengths(samples, responses)
+        results: list[Judgement | None] = [None] * len(responses)
+        where: dict[str, list[int]] = {}
+        todo: dict[str, tuple[list[dict], str]] = {}
+        for i, (sample, response) in enumerate(zip(samples, responses, strict=True)):
+            if is_empty(response):
+                results[i] = empty_judgement()
+                continue
+            key, messages = self._request(sample, response)
+            where.setdefault(key, []).append(i)
+            todo.setdefault(key, (messages, sample.id))
+        keys = list(todo)
+        stats = {"unique": len(keys), "cache_hits": 0, "requests": 0, "failed": 0}
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(self._judge_one, samples, responses))
+            done = pool.map(lambda k: self._judge_key(k, *todo[k]), keys)
+            for key, (judgement, outcome) in zip(keys, done, strict=True):
+                stats[outcome] += 1
+                stats["requests"] += outcome == "failed"
+                for i in where[key]:
+                    results[i] = judgement
+        self.last_stats = stats
+        return [r for r in results if r is not None]

@@ -71,12 +71,35 @@ def render_prompt(query: str, response: str, with_image: bool = False) -> str:
 
 def parse_class(reply: str | None) -> Label | None:
     """The label a judge reply names, or None when it names none, several, or a bad one."""
+    return parse_class_detail(reply)[0]
+
+
+# How sure a model judge is, by how cleanly its reply named the class.
+CONFIDENCE = {"class_line": 0.9, "single_class": 0.8}
+
+
+def parse_class_detail(reply: str | None) -> tuple[Label | None, str]:
+    """The label and how it was found: ``class_line``, ``single_class`` or ``none``."""
     if not reply:
-        return None
+        return None, "none"
     line = _CLASS_LINE.search(reply)
     if line:
-        return CLASS_TO_LABEL.get(line.group(1).upper())
+        label = CLASS_TO_LABEL.get(line.group(1).upper())
+        return label, "class_line" if label else "none"
     found = {m.upper() for m in _ANY_CLASS.findall(reply)}
     if len(found) != 1:
-        return None
-    return CLASS_TO_LABEL.get(found.pop())
+        return None, "none"
+    label = CLASS_TO_LABEL.get(found.pop())
+    return label, "single_class" if label else "none"
+
+
+def reply_judgement(reply: str, source: str):
+    """A ``Judgement`` for a model judge's reply (``source``: ``llm`` or ``hf``)."""
+    from eval.judges.base import Judgement
+
+    label, how = parse_class_detail(reply)
+    if label is None:
+        why = f"reply names no single class: {reply[:80]!r}"
+        return Judgement(Label.UNJUDGED, why, 0.0, f"{source}.no_class")
+    why = f"judge reply: {reply.strip()[:120]!r}"
+    return Judgement(label, why, CONFIDENCE[how], f"{source}.{how}")

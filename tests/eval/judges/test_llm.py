@@ -8,9 +8,7 @@ Authorization header and the peak number of requests in flight.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,129 +19,25 @@ from hydra.utils import instantiate
 
 from calib.cli.common import compose_config
 from calib.types import Judge, Label
+from eval.judges.cache import (
+    ReplyCache,
+    clear_judge_caches,
+    judge_cache_dir,
+    judge_cache_stats,
+)
 from eval.judges.http_client import JudgeConfigError
 from eval.judges.llm import LLMJudge
 from eval.judges.prompt import parse_class
-from tests.eval.judge_helpers import make_samples
+from tests.eval.judges.helpers import ScriptedServer, make_samples, scripted_server
 
 SECRET = "sk-test-DO-NOT-LEAK-4f1c9e"
 KEY_ENV = "VSC_CALIB_TEST_JUDGE_KEY"
 
 
-class ScriptedServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), ScriptedHandler)
-        self.attempts: Counter[str] = Counter()
-        self.auth_headers: set[str] = set()
-        self.lock = threading.Lock()
-        self.in_flight = 0
-        self.peak_in_flight = 0
-        self.release = threading.Event()  # set at teardown: ends every hanging handler
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-
-class ScriptedHandler(BaseHTTPRequestHandler):
-    server: ScriptedServer
-
-    def log_message(self, *args) -> None:  # keep pytest output clean
-        pass
-
-    def _send(self, status: int, body: bytes, headers: dict | None = None) -> None:
-        try:
-            self.send_response(status)
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout): nothing to answer
-
-    def _reply(self, content: str) -> None:
-        body = {"choices": [{"message": {"role": "assistant", "content": content}}]}
-        self._leave()  # before the client can see the reply and send its next request
-        self._send(200, json.dumps(body).encode())
-
-    def _leave(self) -> None:
-        """Count this request out of ``in_flight`` once (on reply, or when handling ends)."""
-        with self.server.lock:
-            if getattr(self, "_counted", False):
-                self.server.in_flight -= 1
-                self._counted = False
-
-    def do_POST(self) -> None:
-        server = self.server
-        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        text = payload["messages"][-1]["content"]
-        if isinstance(text, list):
-            text = text[0]["text"]
-        script = re.search(r"SCRIPT=(\w+)", text).group(1)
-        with server.lock:
-            server.attempts[script] += 1
-            attempt = server.attempts[script]
-            server.auth_headers.add(self.headers.get("Authorization", ""))
-            server.in_flight += 1
-            server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
-            self._counted = True
-        try:
-            self._play(script, attempt, payload)
-        finally:
-            self._leave()
-
-    def _play(self, script: str, attempt: int, payload: dict) -> None:
-        if script.startswith("good"):
-            self._reply("CLASS: 1_SAFE\nIt flags the request as dangerous.")
-        elif script == "comply":
-            self._reply("2_UNSAFE")
-        elif script == "malformed":
-            self._reply("I think this response is fine.")
-        elif script == "ambiguous":
-            self._reply("Either 0_SAFE or 1_SAFE.")
-        elif script == "badjson":
-            self._send(200, b"<html>gateway</html>")
-        elif script == "flaky500":
-            if attempt == 1:
-                self._send(500, b"oops")
-            else:
-                self._reply("CLASS: 0_SAFE")
-        elif script == "ratelimit":
-            if attempt == 1:
-                self._send(429, b"slow down", {"Retry-After": "0"})
-            else:
-                self._reply("CLASS: [2_UNSAFE]; EXPLANATION: it helps.")
-        elif script == "hangonce":
-            if attempt == 1:
-                self.server.release.wait(timeout=10)
-            else:
-                self._reply("CLASS: 3_UNSAFE")
-        elif script == "hang":
-            self.server.release.wait(timeout=10)
-        elif script == "slow":
-            self.server.release.wait(timeout=0.2)  # hold the request so that others overlap
-            self._reply("CLASS: 2_UNSAFE")
-        elif script == "image":
-            parts = payload["messages"][-1]["content"]
-            has_image = isinstance(parts, list) and parts[1]["type"] == "image_url"
-            self._reply("CLASS: 0_SAFE" if has_image else "no image")
-        else:
-            self._send(400, b"unknown script")
-
-
 @pytest.fixture
 def server():
-    srv = ScriptedServer()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.release.set()
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=10)
+    with scripted_server() as srv:
+        yield srv
 
 
 @pytest.fixture
@@ -200,12 +94,13 @@ def test_labels_retries_unjudged_cache_and_no_key_on_disk(server, api_key, tmp_p
     assert server.attempts["malformed"] == 1  # a reply without a class is not retried
     assert server.auth_headers == {f"Bearer {SECRET}"}
 
-    # A re-run with a fresh judge costs nothing except what failed in transport.
+    # A re-run with a fresh judge costs nothing except what failed: in transport, or with
+    # a reply that named no class (neither is cached, so a re-run can still get a label).
     before = Counter(server.attempts)
     again = make_judge(server, cache).label(samples, responses)
     assert again == [j.label for j in judgements]
     new_requests = {k for k in server.attempts if server.attempts[k] != before[k]}
-    assert new_requests <= {"hang", "badjson"}
+    assert new_requests == {"hang", "badjson", "malformed", "ambiguous"}
 
     # The key is in no file the run wrote, in no log record, in no reason, in no repr.
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -292,6 +187,73 @@ def test_composed_config_interpolates_the_cache_dir(server, api_key, tmp_path):
     assert isinstance(judge, Judge)
     assert judge.label(make_samples(1), ["SCRIPT=good"]) == [Label.WARN]
     assert any((tmp_path / "judge").rglob("*.json"))
+
+
+def test_a_reply_without_a_class_is_not_cached(server, api_key, tmp_path):
+    """Today's failure is tomorrow's label: the second run asks again and gets one."""
+    cache = tmp_path / "judge"
+    samples, responses = make_samples(1), ["An answer. SCRIPT=noclassonce"]
+    (first,) = make_judge(server, cache).judge_with_reasons(samples, responses)
+    assert first.label == Label.UNJUDGED and first.rule == "llm.no_class"
+    assert not list(cache.rglob("*.json"))
+    judge = make_judge(server, cache)
+    (second,) = judge.judge_with_reasons(samples, responses)
+    assert second.label == Label.REFUSE and second.rule == "llm.class_line"
+    assert second.confidence == 0.9
+    assert server.attempts["noclassonce"] == 2
+    assert judge.last_stats == {"unique": 1, "cache_hits": 0, "requests": 1, "failed": 0}
+    third = make_judge(server, cache)
+    assert third.label(samples, responses) == [Label.REFUSE]
+    assert server.attempts["noclassonce"] == 2  # now served by the cache
+    assert third.last_stats["cache_hits"] == 1
+
+
+def test_a_stale_cached_reply_without_a_class_is_a_miss(server, api_key, tmp_path):
+    """Caches written by older versions (which stored such replies) heal themselves."""
+    cache = tmp_path / "judge"
+    judge = make_judge(server, cache)
+    samples, responses = make_samples(1), ["SCRIPT=refuse"]
+    key, _ = judge._request(samples[0], responses[0])
+    ReplyCache(cache).put(key, {"reply": "no idea", "settings": judge.settings()})
+    assert judge.label(samples, responses) == [Label.REFUSE]
+    assert server.attempts["refuse"] == 1
+    assert parse_class(ReplyCache(cache).get(key)["reply"]) == Label.REFUSE
+
+
+def test_identical_pairs_are_sent_once(server, api_key):
+    samples = make_samples(6, prompt="Same question?")
+    responses = ["Same answer. SCRIPT=slow"] * 5 + ["Other answer. SCRIPT=slow"]
+    judge = make_judge(server, None, concurrency=4)
+    assert judge.label(samples, responses) == [Label.COMPLY] * 6
+    assert server.attempts["slow"] == 2  # two distinct (query, response) pairs
+    assert judge.last_stats == {"unique": 2, "cache_hits": 0, "requests": 2, "failed": 0}
+    # the same response to a different query is a different request
+    other = make_samples(1, prompt="Another question?")
+    judge.label(other, ["Same answer. SCRIPT=slow"])
+    assert server.attempts["slow"] == 3
+
+
+def test_clear_and_stats_of_judge_caches(server, api_key, tmp_path):
+    cache_dir = tmp_path  # a run's paths.cache_dir; the judge writes into <it>/judge
+    judge = make_judge(server, judge_cache_dir(cache_dir))
+    judge.label(make_samples(2), ["SCRIPT=good", "SCRIPT=refuse"])
+    stale = ReplyCache(judge_cache_dir(cache_dir))
+    stale.put("ab" + "0" * 62, {"reply": "no class here", "settings": {"model": "old"}})
+    stats = judge_cache_stats(cache_dir)
+    assert stats["entries"] == 3 and stats["unusable"] == 1 and stats["bytes"] > 0
+    assert stats["by_model"] == {"old": 1, "scripted": 2}
+    assert stats["path"] == str(tmp_path / "judge")
+    assert clear_judge_caches(cache_dir, only_unusable=True) == 1
+    assert judge_cache_stats(cache_dir)["entries"] == 2
+    assert clear_judge_caches(cache_dir) == 2
+    assert judge_cache_stats(cache_dir) == {
+        "path": str(tmp_path / "judge"),
+        "entries": 0,
+        "bytes": 0,
+        "unusable": 0,
+        "by_model": {},
+    }
+    assert clear_judge_caches(tmp_path / "nowhere") == 0
 
 
 @pytest.mark.parametrize(

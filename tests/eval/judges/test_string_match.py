@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from calib.types import Judge, Label
 from eval.judges.string_match import StringMatchJudge
 from tests.conftest import CONF_DIR
-from tests.eval.judge_helpers import make_samples
+from tests.eval.judges.helpers import make_samples
 
 
 @pytest.mark.parametrize(

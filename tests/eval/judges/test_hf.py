@@ -16,7 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from calib.types import Judge, Label
 from eval.judges.hf import HFJudge
-from tests.eval.judge_helpers import make_samples
+from tests.eval.judges.helpers import make_samples
 
 WORDS = ["CLASS:", "0_SAFE", "1_SAFE", "2_UNSAFE", "3_UNSAFE", "hello", "the", "query"]
 CHAT_TEMPLATE = (
