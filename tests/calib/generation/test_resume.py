@@ -106,4 +106,5 @@ def test_interrupted_and_killed_runs_resume(tmp_path):
     rows = read_jsonl(run_dir / "responses.jsonl")
     ids = [row["id"] for row in rows]
     assert len(ids) == n and len(set(ids)) == n
-    assert committed_rows(cache_dir) == n
+    # The validation part is generated (and cached) after the evaluation part.
+    assert committed_rows(cache_dir) == n + metrics["run"]["n_validation"]
