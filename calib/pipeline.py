@@ -18,7 +18,6 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections import Counter
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -46,6 +45,7 @@ from calib.types import (
 )
 from eval.data.base import DataSplits
 from eval.deltas import Baseline, deltas
+from eval.judges.summary import judge_summary
 from eval.metrics import flatten, safety_metrics, vscbench_metrics
 from eval.plots import run_plots
 from eval.report import render_report
@@ -188,9 +188,13 @@ def generate_answers(
 
 
 def response_rows(
-    samples: Sequence[Sample], responses: Sequence[str], labels: Sequence[Label]
+    samples: Sequence[Sample],
+    responses: Sequence[str],
+    labels: Sequence[Label],
+    judge: Judge | None = None,
 ) -> list[dict]:
-    """The rows of ``responses.jsonl``."""
+    """The rows of ``responses.jsonl`` (a cascade judge adds both of its judges' labels)."""
+    both = judge.last_report().per_sample() if hasattr(judge, "last_report") else {}
     return [
         {
             "id": s.id,
@@ -201,6 +205,7 @@ def response_rows(
             "image": s.image,
             "response": r,
             "judge": lab.value,
+            **{f"judge_{which}": value for which, value in both.get(s.id, {}).items()},
         }
         for s, r, lab in zip(samples, responses, labels, strict=True)
     ]
@@ -343,11 +348,13 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     with open_cache(cfg) as cache:
         generation = generate_answers(cfg, vlm, method, splits.evaluation, cache)
         labels = judge.label(splits.evaluation, generation.responses)
+        choices = run_choices(cfg)
+        # Before any other judging (validation, baseline): a cascade reports its last call.
+        judging = judge_summary(choices.get("judge", type(judge).__name__), labels, judge)
         write_jsonl_atomic(
             run_dir / "responses.jsonl",
-            response_rows(splits.evaluation, generation.responses, labels),
+            response_rows(splits.evaluation, generation.responses, labels, judge),
         )
-        choices = run_choices(cfg)
         metrics = {
             "run": {
                 "model": choices.get("model", vlm.name),
@@ -366,7 +373,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             },
             "data": splits.info,
             "method": method_report(method),
-            "judge": {"counts": dict(Counter(label.value for label in labels))},
+            "judge": judging,
             "safety": score(cfg, splits.evaluation, labels),
             # The benchmark authors' aggregation (image-index averages, per-condition SRA).
             "vscbench": vscbench_metrics(splits.evaluation, labels),

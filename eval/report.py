@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from eval.judges.summary import summary_lines as judge_lines
 from eval.metrics import HEADLINE
 
 
@@ -134,7 +135,11 @@ def render_report(metrics: dict[str, Any]) -> str:
     if metrics.get("deltas"):
         parts += ["", "## Against the baseline (same model, method=none)", ""]
         parts.append(deltas_table(metrics["deltas"]))
-    parts += ["", f"Judge labels: {metrics.get('judge', {}).get('counts', {})}", ""]
+    judging = metrics.get("judge") or {}
+    parts += ["", "## Judging", ""]
+    if "coverage" in judging:
+        parts += [f"- {line}" for line in judge_lines(judging)]
+    parts += [f"- Labels: {judging.get('counts', {})}", ""]
     return "\n".join(parts)
 
 
@@ -153,6 +158,8 @@ def summary_lines(metrics: dict[str, Any]) -> str:
     lines += [f"{name:<{width}}  {fmt_ci(safety.get(key), ci.get(key))}" for name, key in rows]
     if metrics.get("utility") and metrics["utility"].get("score") is not None:
         lines.append(f"{'utility':<{width}}  {fmt(metrics['utility']['score'])}")
+    if "coverage" in (metrics.get("judge") or {}):
+        lines += judge_lines(metrics["judge"])
     validation = metrics.get("validation") or {}
     if validation.get("mean") is not None:
         lines.append(f"(validation mean {fmt(validation['mean'])}: what a sweep selects on)")

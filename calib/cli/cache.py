@@ -4,6 +4,7 @@ calib-cache stats                      # rows per model and method, file size
 calib-cache clear                      # delete every cached generation
 calib-cache clear --method none        # only one method's fingerprint (or --model ID)
 calib-cache stats --cache-dir /scratch/me/vsc-calib-cache
+calib-cache clear --judge              # the judges' reply caches (<cache_dir>/judge) instead
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from calib.cli.common import program, resolved_paths, run_program
 from calib.generation.cache import CACHE_FILE, GenerationCache
+from eval.judges.cache import clear_judge_caches, judge_cache_dir, judge_cache_stats
 
 
 def default_cache_dir() -> Path:
@@ -33,11 +35,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--model", help="clear: only this model (identity from metrics.json, or key from stats)"
     )
     parser.add_argument("--method", help="clear: only this method fingerprint")
+    parser.add_argument(
+        "--judge",
+        action="store_true",
+        help="the judges' reply caches (<cache_dir>/judge) instead of the generations",
+    )
     args = parser.parse_args(argv)
     return run_program("calib-cache", lambda: _cache_command(args))
 
 
+def _judge_cache_command(args, cache_dir: Path) -> int:
+    if args.command == "clear":
+        deleted = clear_judge_caches(cache_dir)
+        print(f"deleted {deleted} cached judge repl(ies) from {judge_cache_dir(cache_dir)}")
+        return 0
+    stats = judge_cache_stats(cache_dir)
+    print(
+        f"{stats['path']}: {stats['entries']} judge repl(ies), {stats['bytes'] / 1e6:.1f} MB, "
+        f"{stats['unusable']} without a class"
+    )
+    for model, count in stats["by_model"].items():
+        print(f"  {count:>8}  {model}")
+    return 0
+
+
 def _cache_command(args) -> int:
+    if args.judge:
+        return _judge_cache_command(args, args.cache_dir or default_cache_dir())
     path = (args.cache_dir or default_cache_dir()) / CACHE_FILE
     if not path.exists():
         print(f"no generation cache at {path} (nothing generated yet, or another --cache-dir)")

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from calib.cli.common import config_dir, user_error_message
 from calib.errors import USER_ERRORS
 from calib.pipeline import run
+from eval.judges.summary import UNJUDGED_EXIT_CODE, unjudged_problem
 from eval.report import summary_lines
 
 PROG = "calib-run"
@@ -54,6 +55,13 @@ def main(cfg: DictConfig) -> float | None:
         print(user_error_message(PROG, error), file=sys.stderr)
         raise SystemExit(2) from None
     print(f"\n{summary_lines(metrics)}\n\nrun folder: {run_dir}")
+    problem = unjudged_problem(metrics["judge"])
+    if problem is not None:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.warning(problem.message)  # the sweep goes on; the job's files say it
+        else:
+            print(user_error_message(PROG, problem.message), file=sys.stderr)
+            raise SystemExit(UNJUDGED_EXIT_CODE)
     return objective(metrics)
 
 

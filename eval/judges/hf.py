@@ -18,7 +18,7 @@ from eval.judges.base import (
     empty_judgement,
     is_empty,
 )
-from eval.judges.prompt import SYSTEM_PROMPT, judge_query, render_prompt, reply_judgement
+from eval.judges.prompt import judge_prompt, judge_query, reply_judgement
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -33,7 +33,10 @@ class HFJudge(ReasonedJudge):
         device: "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
         dtype: "auto", "float32", "float16" or "bfloat16".
         use_chat_template: wrap the prompt in the tokenizer's chat template.
-        query_meta_key: show ``sample.meta[key]`` as the query instead of ``sample.prompt``.
+        query_meta_key: show ``sample.meta[key]`` as the query (default ``query``: the
+            original text-only query the loaders keep); ``sample.prompt`` when absent.
+        prompt: ``project`` (this project's wording, strict parser) or ``vscbench`` (the
+            authors' prompt verbatim, first-match parser); see ``eval.judges.prompt``.
         trust_remote_code: passed to ``from_pretrained``.
         max_unjudged: share of UNJUDGED labels above which a run fails (see ``summary``).
 
@@ -52,11 +55,16 @@ class HFJudge(ReasonedJudge):
         device: str = "auto",
         dtype: str = "auto",
         use_chat_template: bool = True,
-        query_meta_key: str | None = None,
+        query_meta_key: str | None = "query",
         trust_remote_code: bool = False,
         max_unjudged: float = 0.05,
+        prompt: str = "project",
     ) -> None:
         problems = []
+        try:
+            self.prompt = judge_prompt(prompt)
+        except ConfigError as exc:
+            problems += exc.problems
         if not model:
             problems.append("judge.model is empty: give a hub id or a local folder")
         if batch_size < 1:
@@ -109,13 +117,11 @@ class HFJudge(ReasonedJudge):
 
     def render(self, sample: Sample, response: str) -> str:
         """The full text fed to the model for one response."""
-        text = render_prompt(judge_query(sample, self.query_meta_key), response)
+        text = self.prompt.render(judge_query(sample, self.query_meta_key), response, False)
         if not self.use_chat_template:
-            return f"{SYSTEM_PROMPT}\n\n{text}\n"
-        messages = [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": text},
-        ]
+            system = f"{self.prompt.system}\n\n" if self.prompt.system else ""
+            return f"{system}{text}\n"
+        messages = self.prompt.messages(text)
         return self._tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )
@@ -161,4 +167,4 @@ class HFJudge(ReasonedJudge):
 
     def judge_reply(self, sample: Sample, response: str, reply: str) -> Judgement:
         """The label a generated reply names (the four-class format); UNJUDGED if none."""
-        return reply_judgement(reply, "hf")
+        return reply_judgement(reply, "hf", self.prompt.parse)

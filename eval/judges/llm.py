@@ -31,14 +31,7 @@ from eval.judges.base import (
 )
 from eval.judges.cache import ReplyCache, cache_key
 from eval.judges.http_client import endpoint_client
-from eval.judges.prompt import (
-    PROMPT_VERSION,
-    SYSTEM_PROMPT,
-    judge_query,
-    parse_class,
-    reply_judgement,
-)
-from eval.judges.prompt import render_prompt as render_user_prompt
+from eval.judges.prompt import judge_prompt, judge_query, reply_judgement
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +88,12 @@ class LLMJudge(ReasonedJudge):
         temperature: float = 0.0,
         max_tokens: int = 64,
         with_image: bool = False,
-        query_meta_key: str | None = None,
+        query_meta_key: str | None = "query",
         max_unjudged: float = 0.05,
+        prompt: str = "project",
     ) -> None:
         self.max_unjudged = check_max_unjudged(max_unjudged)
+        self.prompt = judge_prompt(prompt)
         self.client = endpoint_client(
             "judge",
             base_url=base_url,
@@ -125,7 +120,7 @@ class LLMJudge(ReasonedJudge):
     def settings(self) -> dict:
         """What decides a reply (the cache key's first part). Never includes the key."""
         return {
-            "prompt_version": PROMPT_VERSION,
+            "prompt_version": self.prompt.version,
             "base_url": self.client.base_url.rstrip("/"),
             "model": self.client.model,
             "temperature": self.temperature,
@@ -135,18 +130,11 @@ class LLMJudge(ReasonedJudge):
 
     def _messages(self, sample: Sample, response: str) -> tuple[list[dict], str | None]:
         image = self.with_image and sample.image is not None
-        text = render_user_prompt(judge_query(sample, self.query_meta_key), response, image)
+        text = self.prompt.render(judge_query(sample, self.query_meta_key), response, image)
         if not image:
-            return [
-                {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": text},
-            ], None
+            return self.prompt.messages(text), None
         part, digest = _image_payload(str(sample.image))
-        content = [{"type": "text", "text": text}, part]
-        return [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": content},
-        ], digest
+        return self.prompt.messages([{"type": "text", "text": text}, part]), digest
 
     def _request(self, sample: Sample, response: str) -> tuple[str, list[dict]]:
         """The cache key and the messages for one (sample, response)."""
@@ -159,8 +147,8 @@ class LLMJudge(ReasonedJudge):
     def _judge_key(self, key: str, messages: list[dict], sample_id: str) -> tuple[Judgement, str]:
         """Judge one distinct prompt: from the cache, or by asking (and caching if usable)."""
         cached = self.cache.get(key) if self.cache else None
-        if cached is not None and parse_class(cached.get("reply")) is not None:
-            return reply_judgement(cached["reply"], "llm"), "cache_hits"
+        if cached is not None and self.prompt.parse(cached.get("reply"))[0] is not None:
+            return reply_judgement(cached["reply"], "llm", self.prompt.parse), "cache_hits"
         result = self.client.complete(
             messages, temperature=self.temperature, max_tokens=self.max_tokens
         )
@@ -169,7 +157,7 @@ class LLMJudge(ReasonedJudge):
             return Judgement(Label.UNJUDGED, f"no reply: {result.error}", 0.0, "llm.failed"), (
                 "failed"
             )
-        judgement = reply_judgement(result.text, "llm")
+        judgement = reply_judgement(result.text, "llm", self.prompt.parse)
         if judgement.label == Label.UNJUDGED:
             return judgement, "failed"  # not cached: the next run asks again
         if self.cache:
