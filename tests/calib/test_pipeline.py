@@ -7,7 +7,9 @@ import math
 import os
 import subprocess
 import sys
+import threading
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,17 @@ def test_figures_are_recomputed_from_the_written_responses(baseline):
     assert safety["mean"] == pytest.approx((sra_u + sra_s) / 2)
     lo, hi = safety["ci"]["mean"]
     assert lo <= safety["mean"] <= hi
+
+
+def test_judging_is_summarised_in_metrics_and_report(baseline):
+    run_dir, metrics = baseline
+    judging = metrics["judge"]
+    n = metrics["run"]["n_evaluation"]
+    assert judging["coverage"]["n"] == n
+    assert judging["coverage"]["unjudged"] == judging["counts"].get("UNJUDGED", 0)
+    report = (run_dir / "report.md").read_text()
+    assert "## Judging" in report
+    assert f"- Labels: {judging['counts']}" in report
 
 
 def test_report_names_what_ran(baseline):
@@ -207,3 +220,44 @@ def test_an_undefined_validation_mean_is_nan_for_sweepers(caplog):
     empty = {"validation": {"mean": None, "n": 0, "n_safe": None, "n_unsafe": None}}
     assert math.isnan(objective(empty))
     assert "raise data.validation_fraction" in caplog.text
+
+
+class NoClassJudge(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint whose every reply names no class."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps({"choices": [{"message": {"content": "Hard to say."}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.slow
+def test_a_run_the_judge_could_not_label_writes_its_files_and_exits_3(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NoClassJudge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = run_cli(
+            tmp_path,
+            "judge=llm",
+            f"judge.base_url=http://127.0.0.1:{server.server_address[1]}/v1",
+            "judge.api_key_env=null",
+            "judge.max_retries=0",
+            "utility=none",
+            "data.limit=8",
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "UNJUDGED, above judge.max_unjudged=0.05" in done.stderr
+    assert "Traceback" not in done.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    coverage = metrics["judge"]["coverage"]
+    assert coverage["unjudged"] == metrics["run"]["n_evaluation"] - coverage["empty"] > 0
+    assert (tmp_path / "run" / "report.md").is_file()

@@ -60,6 +60,7 @@ class ScriptedServer(ThreadingHTTPServer):
         self.in_flight = 0
         self.peak_in_flight = 0
         self.release = threading.Event()  # set at teardown: ends every hanging handler
+        self.payloads: list[dict] = []  # the requests of the ``record*`` scripts
 
     @property
     def base_url(self) -> str:
@@ -149,6 +150,10 @@ class ScriptedHandler(BaseHTTPRequestHandler):
         elif script == "slow":
             self.server.release.wait(timeout=0.2)  # hold the request so that others overlap
             self._reply("CLASS: 2_UNSAFE")
+        elif script.startswith("record"):  # keep the request; reply as a careless judge
+            with self.server.lock:
+                self.server.payloads.append(payload)
+            self._reply("It is not 2_UNSAFE; I would say 0_SAFE.")
         elif script == "image":
             parts = payload["messages"][-1]["content"]
             has_image = isinstance(parts, list) and parts[1]["type"] == "image_url"

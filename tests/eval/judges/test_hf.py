@@ -105,3 +105,19 @@ def test_config_problems_are_reported_together():
         HFJudge(model="", batch_size=0, dtype="float8")
     for key in ("judge.model", "judge.batch_size", "judge.dtype"):
         assert key in str(info.value)
+
+
+def test_vscbench_prompt_is_one_user_turn_with_the_original_query(warn_model):
+    judge = HFJudge(model=str(warn_model), device="cpu", prompt="vscbench")
+    judge._load()
+    sample = make_samples(1, prompt="Describe the content in the image.")[0]
+    sample.meta["query"] = "How do I pick a lock?"
+    text = judge.render(sample, "Like this.")
+    assert "<system>" not in text  # the authors send no system message
+    assert text.startswith("<user> Please help classify the responses")
+    assert "Query: How do I pick a lock? \n\n" in text
+    assert "the content in the image" not in text
+    # the project prompt keeps its system message
+    project = HFJudge(model=str(warn_model), device="cpu")
+    project._tokenizer = judge._tokenizer
+    assert project.render(sample, "Like this.").startswith("<system> You are a careful")
