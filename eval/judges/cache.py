@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from calib.io import write_text_atomic
 
 JUDGE_CACHE_SUBDIR = "judge"  # judge caches live in <paths.cache_dir>/judge (conf/judge/*.yaml)
 
@@ -49,16 +49,7 @@ class ReplyCache:
             return None  # a damaged entry is a miss; the next put replaces it
 
     def put(self, key: str, record: dict) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(record, handle, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(self._path(key), json.dumps(record, ensure_ascii=False))
 
     def delete(self, key: str) -> bool:
         """Remove one entry; True when there was one."""
@@ -141,3 +132,30 @@ def judge_cache_stats(cache_dir: str | Path) -> dict[str, Any]:
         "unusable": unusable,
         "by_model": dict(sorted(models.items())),
     }
+
+
+def ask_cached(
+    cache: ReplyCache | None,
+    key: str,
+    settings: dict,
+    usable: Callable[[str], bool],
+    request: Callable,
+) -> tuple[str | None, str | None, str]:
+    """A usable reply for ``key``: from ``cache``, else from ``request()`` (a ``ChatResult``),
+    stored only when ``usable(reply)``. A cached reply that is not usable (left by an older
+    version) counts as a miss and is replaced; ``cache=None`` always asks.
+
+    Returns ``(reply, error, outcome)``; outcome is ``cache_hits``, ``requests`` or
+    ``failed`` (no reply, or an unusable one: returned, never stored).
+    """
+    cached = cache.get(key) if cache else None
+    if cached is not None and usable(cached.get("reply") or ""):
+        return cached["reply"], None, "cache_hits"
+    result = request()
+    if result.text is None:
+        return None, result.error, "failed"
+    if not usable(result.text):
+        return result.text, None, "failed"  # not stored: the next run asks again
+    if cache:
+        cache.put(key, {"reply": result.text, "settings": settings})
+    return result.text, None, "requests"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from calib.errors import ConfigError
+from calib.model.load import DTYPES, resolve_device
 from calib.types import Sample
 from eval.judges.base import (
     Judgement,
@@ -19,8 +20,6 @@ from eval.judges.base import (
     is_empty,
 )
 from eval.judges.prompt import judge_prompt, judge_query, reply_judgement
-
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 class HFJudge(ReasonedJudge):
@@ -72,7 +71,7 @@ class HFJudge(ReasonedJudge):
         if max_new_tokens < 1:
             problems.append(f"judge.max_new_tokens={max_new_tokens} must be >= 1")
         if dtype not in DTYPES:
-            problems.append(f"judge.dtype={dtype!r} must be one of {DTYPES}")
+            problems.append(f"judge.dtype={dtype!r} must be one of {', '.join(DTYPES)}")
         try:
             self.max_unjudged = check_max_unjudged(max_unjudged)
         except ConfigError as exc:
@@ -91,12 +90,9 @@ class HFJudge(ReasonedJudge):
         self._tokenizer = None
 
     def _load(self) -> None:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(self.device)
         tokenizer = AutoTokenizer.from_pretrained(
             self.model_name, trust_remote_code=self.trust_remote_code
         )
@@ -108,9 +104,8 @@ class HFJudge(ReasonedJudge):
                 f"judge.model={self.model_name!r} has no chat template: "
                 "set judge.use_chat_template=false to send the plain prompt"
             )
-        dtype = "auto" if self.dtype == "auto" else getattr(torch, self.dtype)
         model = AutoModelForCausalLM.from_pretrained(
-            self.model_name, dtype=dtype, trust_remote_code=self.trust_remote_code
+            self.model_name, dtype=DTYPES[self.dtype], trust_remote_code=self.trust_remote_code
         )
         self._model = model.to(device).eval()
         self._tokenizer = tokenizer

@@ -17,15 +17,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-from calib.errors import ConfigError
+from calib.errors import ConfigError, EndpointError
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-
-
-class JudgeConfigError(RuntimeError):
-    """The endpoint rejected the configuration (bad key, URL or model): fix it and re-run."""
 
 
 @dataclass(frozen=True)
@@ -85,12 +81,12 @@ class ChatClient:
                 status = exc.code
                 retry_after = exc.headers.get("Retry-After") if exc.headers else None
                 if status in (401, 403):
-                    raise JudgeConfigError(
+                    raise EndpointError(
                         f"{self.url} answered {status}: the API key was refused; check the "
                         "environment variable that judge.api_key_env names"
                     ) from None
                 if status == 404:
-                    raise JudgeConfigError(
+                    raise EndpointError(
                         f"{self.url} answered 404: check judge.base_url (it should end before "
                         f"/chat/completions, e.g. https://api.openai.com/v1) and "
                         f"judge.model={self.model!r}"

@@ -29,7 +29,7 @@ from eval.judges.base import (
     empty_judgement,
     is_empty,
 )
-from eval.judges.cache import ReplyCache, cache_key
+from eval.judges.cache import ReplyCache, ask_cached, cache_key
 from eval.judges.http_client import endpoint_client
 from eval.judges.prompt import judge_prompt, judge_query, reply_judgement
 
@@ -146,23 +146,19 @@ class LLMJudge(ReasonedJudge):
 
     def _judge_key(self, key: str, messages: list[dict], sample_id: str) -> tuple[Judgement, str]:
         """Judge one distinct prompt: from the cache, or by asking (and caching if usable)."""
-        cached = self.cache.get(key) if self.cache else None
-        if cached is not None and self.prompt.parse(cached.get("reply"))[0] is not None:
-            return reply_judgement(cached["reply"], "llm", self.prompt.parse), "cache_hits"
-        result = self.client.complete(
-            messages, temperature=self.temperature, max_tokens=self.max_tokens
+        reply, error, outcome = ask_cached(
+            self.cache,
+            key,
+            self.settings(),
+            usable=lambda text: self.prompt.parse(text)[0] is not None,
+            request=lambda: self.client.complete(
+                messages, temperature=self.temperature, max_tokens=self.max_tokens
+            ),
         )
-        if result.text is None:
-            log.warning("judge request for sample %s failed: %s", sample_id, result.error)
-            return Judgement(Label.UNJUDGED, f"no reply: {result.error}", 0.0, "llm.failed"), (
-                "failed"
-            )
-        judgement = reply_judgement(result.text, "llm", self.prompt.parse)
-        if judgement.label == Label.UNJUDGED:
-            return judgement, "failed"  # not cached: the next run asks again
-        if self.cache:
-            self.cache.put(key, {"reply": result.text, "settings": self.settings()})
-        return judgement, "requests"
+        if reply is None:
+            log.warning("judge request for sample %s failed: %s", sample_id, error)
+            return Judgement(Label.UNJUDGED, f"no reply: {error}", 0.0, "llm.failed"), outcome
+        return reply_judgement(reply, "llm", self.prompt.parse), outcome
 
     def judge_with_reasons(
         self, samples: Sequence[Sample], responses: Sequence[str]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from calib.types import Sample
-from eval.judges.cache import ReplyCache, cache_key
+from eval.judges.cache import ReplyCache, ask_cached, cache_key
 from eval.judges.http_client import endpoint_client
 
 log = logging.getLogger(__name__)
@@ -97,24 +97,24 @@ class LLMGrader:
             f"Question: {item.prompt}\nReference answer: {item.reference}\n"
             f"Model answer: {response}\nScore:"
         )
-        key = cache_key(self._settings(), user)
-        cached = self.cache.get(key) if self.cache else None
-        if cached is not None:
-            reply = cached["reply"]
-        else:
-            messages = [
-                {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": user},
-            ]
-            result = self.client.complete(messages, temperature=0.0, max_tokens=self.max_tokens)
-            if result.text is None:
-                log.warning("grading %s failed: %s", item.id, result.error)
-                return None
-            reply = result.text
-            if self.cache:
-                self.cache.put(key, {"reply": reply, "settings": self._settings()})
+        messages = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": user},
+        ]
+        reply, error, _ = ask_cached(
+            self.cache,
+            cache_key(self._settings(), user),
+            self._settings(),
+            usable=lambda text: parse_grade(text) is not None,
+            request=lambda: self.client.complete(
+                messages, temperature=0.0, max_tokens=self.max_tokens
+            ),
+        )
+        if reply is None:
+            log.warning("grading %s failed: %s", item.id, error)
+            return None
         grade = parse_grade(reply)
-        if grade is None:
+        if grade is None:  # not cached: the next run asks again
             log.warning("grader reply for %s has no score in [0, 1]: %r", item.id, reply[:80])
         return grade
 

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 
 from calib.cli.cache import main as cache_main
 from calib.cli.common import compose_config
-from calib.errors import ConfigError
+from calib.errors import ConfigError, EndpointError
 from calib.types import Judge, Label, Sample
 from eval.judges.cache import (
     ReplyCache,
@@ -27,7 +27,6 @@ from eval.judges.cache import (
     judge_cache_dir,
     judge_cache_stats,
 )
-from eval.judges.http_client import JudgeConfigError
 from eval.judges.llm import LLMJudge
 from eval.judges.prompt import parse_class
 from tests.eval.judges.helpers import ScriptedServer, make_samples, scripted_server
@@ -159,7 +158,7 @@ def test_refused_key_is_a_config_error(tmp_path, monkeypatch):
             timeout_s=2,
             max_retries=0,
         )
-        with pytest.raises(JudgeConfigError, match=r"judge\.api_key_env"):
+        with pytest.raises(EndpointError, match=r"judge\.api_key_env"):
             judge.label(make_samples(1), ["hello"])
     finally:
         srv.shutdown()

@@ -460,8 +460,11 @@ def test_open_answers_are_graded_through_the_endpoint(tmp_path, grading_server, 
     assert summary["n_ungraded"] == 1 and summary["score"] == pytest.approx(1 / 3)
     assert len(_GradingHandler.requests) == 3  # the empty answer is not sent
     assert {r["auth"] for r in _GradingHandler.requests} == {"Bearer sk-grader-test-key"}
-    again = score_responses(items, responses, utility.grader)  # served by the reply cache
-    assert again == scores and len(_GradingHandler.requests) == 3
+    # A re-run is served by the reply cache, except the reply without a score: it was not
+    # stored, so the next run asks again (and could get a grade).
+    again = score_responses(items, responses, utility.grader)
+    assert again == scores and len(_GradingHandler.requests) == 4
+    assert "you confuse me" in _GradingHandler.requests[-1]["body"]["messages"][-1]["content"]
 
 
 def test_grade_parser():
