@@ -98,15 +98,40 @@ class VLM:
         bos = self.tokenizer.bos_token
         # A template that writes the BOS itself must not get a second one from the tokenizer.
         add_special = not (bos and all(text.startswith(bos) for text in texts))
-        batch = self.processor(
-            text=texts,
-            images=images if any(images) else None,
+        if not any(images) and self.needs_images:
+            batch = self._encode_text_only(texts)
+        else:
+            batch = self.processor(
+                text=texts,
+                images=images if any(images) else None,
+                padding=True,
+                padding_side="left",  # generation and last-token reads rely on it
+                add_special_tokens=add_special,
+                return_tensors="pt",
+            )
+        # Model inputs only: PaliGemma's processor returns training labels too, which must
+        # never reach a forward pass (they would make it compute a loss on the prompt).
+        batch.pop("labels", None)
+        return batch.to(device=self.device, dtype=self.dtype)
+
+    @property
+    def needs_images(self) -> bool:
+        """Whether the processor refuses a batch without images (PaliGemma's does)."""
+        return type(self.processor).__name__ == "PaliGemmaProcessor"
+
+    def _encode_text_only(self, texts: Sequence[str]) -> BatchFeature:
+        """A text-only batch for a processor that requires images: tokenized as the processor
+        lays text out after its images (``<bos>text\\n``), with no image tokens."""
+        bos = self.tokenizer.bos_token or ""
+        batch = self.tokenizer(
+            [f"{bos}{text}\n" for text in texts],
             padding=True,
-            padding_side="left",  # generation and last-token reads rely on it
-            add_special_tokens=add_special,
+            padding_side="left",
+            add_special_tokens=False,
             return_tensors="pt",
         )
-        return batch.to(device=self.device, dtype=self.dtype)
+        batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+        return BatchFeature(dict(batch))
 
     # --- generation ---------------------------------------------------------------------
 
@@ -168,13 +193,17 @@ class VLM:
 
             return hook
 
-        handles = [self.decoder_layers[i].register_forward_hook(capture(i)) for i in indices]
+        # Every layer up to the deepest one asked for is watched: a layer the model skips
+        # (Mllama's cross-attention layers on a text-only batch) leaves the residual stream
+        # as the last layer that ran made it, which is what it then reads.
+        watched = range(max(indices, default=-1) + 1)
+        handles = [self.decoder_layers[i].register_forward_hook(capture(i)) for i in watched]
         try:
             self.model(**batch, use_cache=False, logits_to_keep=1)
         finally:
             for handle in handles:
                 handle.remove()
-        return torch.stack([captured[i] for i in indices], dim=1)
+        return torch.stack([_ran_through(captured, i) for i in indices], dim=1)
 
     def check_layers(self, layers: Sequence[int] | None, key: str = "layers") -> list[int]:
         """Validate decoder-layer indices (negative ones count from the end)."""
@@ -198,6 +227,18 @@ class VLM:
         except Exception:  # the template raises for a system role (e.g. Gemma-style)
             return False
         return _SYSTEM_PROBE in rendered
+
+
+def _ran_through(captured: dict[int, torch.Tensor], index: int) -> torch.Tensor:
+    """The residual stream after layer ``index``: its output, or, for a layer the model skipped,
+    the output of the last layer before it that ran."""
+    for i in range(index, -1, -1):
+        if i in captured:
+            return captured[i]
+    raise RuntimeError(
+        f"decoder layer {index} and every layer before it were skipped by the model: there is "
+        "no residual stream to read at that depth; choose a deeper layer"
+    )
 
 
 def _module_path(root: torch.nn.Module, target: torch.nn.Module) -> str:
