@@ -1,0 +1,174 @@
+"""Tiny random models of the real VLM families, for the family tests.
+
+Each is built from config with the family's own model class, processor class, special tokens
+and its checkpoint's real chat template (:mod:`tests.hub_templates`; PaliGemma ships none),
+saved with ``save_pretrained`` and then loaded the way a user loads a checkpoint:
+``model=<preset> model.id=<folder>``. Sizes are tiny (a 64-wide, 4-layer decoder), weights are
+seeded. The tokenizer is a byte-level BPE trained on the project's corpus with the family's
+special tokens, adding the BOS like the real tokenizers do.
+
+:data:`FAMILIES` maps a family to its builder and preset; :data:`NEEDS_TORCHVISION` lists the
+families whose processors import torchvision (tested in the vision lane, ``pytest -m vision``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+from calib.model.tiny.corpus import corpus_lines
+from tests import hub_templates
+
+TEXT = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+}
+VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
+
+
+def tokenizer(bos: str, eos: str, pad: str, extra: list[str], **named: Any):
+    """A byte-level BPE with these special tokens (BOS added when special tokens are)."""
+    from transformers import PreTrainedTokenizerFast
+
+    names = [pad, bos, eos, "<unk>", *extra]
+    names = list(dict.fromkeys(names))
+    bpe = Tokenizer(models.BPE(unk_token=None))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024,
+        special_tokens=names,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(corpus_lines(), trainer=trainer)
+    bpe.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, bpe.token_to_id(bos))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        unk_token="<unk>",
+        extra_special_tokens=[t for t in extra if t not in (bos, eos, pad)],
+        padding_side="left",
+        model_max_length=4096,
+        **named,
+    )
+
+
+def _ids(tok, eos: list[str] | None = None) -> dict[str, Any]:
+    stops = [tok.convert_tokens_to_ids(t) for t in (eos or [tok.eos_token])]
+    return {
+        "vocab_size": len(tok),
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": stops if len(stops) > 1 else stops[0],
+        "pad_token_id": tok.pad_token_id,
+    }
+
+
+def _save(model_config, processor, folder: Path, stops: list[int] | int) -> Path:
+    from transformers import AutoModelForImageTextToText
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModelForImageTextToText.from_config(model_config, dtype=torch.float32)
+    model.generation_config.eos_token_id = stops
+    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+# --- the families -------------------------------------------------------------------------
+
+
+def build_mllama(folder: Path) -> Path:
+    """Llama-3.2-Vision: MllamaForConditionalGeneration, cross-attention layer 1 of 4."""
+    from transformers import MllamaConfig, MllamaProcessor
+    from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
+
+    tok = tokenizer(
+        "<|begin_of_text|>",
+        "<|eot_id|>",
+        "<|finetune_right_pad_id|>",
+        [
+            "<|end_of_text|>",
+            "<|start_header_id|>",
+            "<|end_header_id|>",
+            "<|image|>",
+            "<|python_tag|>",
+            "<|eom_id|>",
+        ],
+    )
+    image_processor = MllamaImageProcessorPil(size={"height": 32, "width": 32}, max_image_tiles=1)
+    processor = MllamaProcessor(image_processor, tok, chat_template=hub_templates.MLLAMA)
+    stops = ["<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"]
+    ids = _ids(tok, stops)
+    config = MllamaConfig(
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_global_layers": 1,
+            "attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+            "max_num_tiles": 1,
+            "intermediate_layers_indices": [0],
+            "vision_output_dim": 64,  # hidden_size x (1 + len(intermediate_layers_indices))
+            "supported_aspect_ratios": [[1, 1]],
+        },
+        text_config={**TEXT, **ids, "cross_attention_layers": [1]},
+        image_token_index=tok.convert_tokens_to_ids("<|image|>"),
+    )
+    return _save(config, processor, folder, ids["eos_token_id"])
+
+
+def build_paligemma(folder: Path) -> Path:
+    """PaliGemma 2: PaliGemmaForConditionalGeneration (SigLIP + Gemma2), no chat template."""
+    from transformers import PaliGemmaConfig, PaliGemmaProcessor
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    tok = tokenizer("<bos>", "<eos>", "<pad>", ["<image>"], image_token="<image>")
+    image_processor = SiglipImageProcessorPil(size={"height": 32, "width": 32})
+    image_processor.image_seq_length = 16  # (32 / 8) ** 2
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tok)
+    ids = _ids(tok)
+    config = PaliGemmaConfig(
+        vision_config={**VISION, "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+        text_config={
+            "model_type": "gemma2",
+            **TEXT,
+            **ids,
+            "head_dim": 16,
+            "query_pre_attn_scalar": 16,
+            "sliding_window": 512,
+        },
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        projection_dim=64,
+    )
+    return _save(config, processor, folder, ids["eos_token_id"])
+
+
+@dataclass(frozen=True)
+class Family:
+    build: Callable[[Path], Path]
+    preset: str  # conf/model/<preset>.yaml: the family's most used checkpoint
+
+
+FAMILIES: dict[str, Family] = {
+    "mllama": Family(build_mllama, "llama-3.2-11b-vision"),
+    "paligemma": Family(build_paligemma, "paligemma2-3b-mix"),
+}
+NEEDS_TORCHVISION: tuple[str, ...] = ()

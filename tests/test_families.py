@@ -1,0 +1,139 @@
+"""Every supported VLM family, end to end: ``model=<preset> model.id=<tiny folder>``.
+
+For each family a tiny random model is built with the family's model class, processor class,
+special tokens and real hub chat template (:mod:`tests.families`), and ``calib-run``'s journey
+runs ``none``, ``steering`` and ``lora`` on it; a token-level check asserts that LoRA's
+training prompt is the generation prompt and that answers end with a stop token. Families
+whose processors need torchvision are marked ``vision`` and run in the vision lane
+(``.venv-vision``, ``pytest -m vision``); they skip with the reason elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from calib.cli.common import compose_config
+from calib.model import load_vlm
+from calib.pipeline import evaluate
+from tests.families import FAMILIES, NEEDS_TORCHVISION
+from train.lora_collator import ParityCollator, stop_ids
+from train.lora_data import TrainingExample, to_dataset
+
+FAST = [
+    "utility=none",
+    "data.limit=16",
+    "generation.max_new_tokens=4",
+    "generation.batch_size=4",
+    "metrics.n_boot=0",
+    "model.dtype=float32",
+    "model.device=cpu",
+]
+METHOD_FAST = {
+    "none": [],
+    "steering": ["method.layer=1", "method.holdout=0"],
+    "lora": [
+        "method.max_steps=2",
+        "method.train_batch_size=4",
+        "method.r=4",
+        "method.alpha=8",
+        "method.progress=false",
+    ],
+}
+
+
+def _has_torchvision() -> bool:
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def family_params() -> list:
+    params = []
+    for name in FAMILIES:
+        marks = []
+        if name in NEEDS_TORCHVISION:
+            marks = [
+                pytest.mark.vision,
+                pytest.mark.skipif(
+                    not _has_torchvision(),
+                    reason="needs torchvision: the vision lane (EXTRAS=dev,vision "
+                    "bash scripts/install.sh; .venv-vision/bin/pytest -m vision)",
+                ),
+            ]
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+@pytest.fixture(scope="module")
+def family_folders(tmp_path_factory) -> dict[str, Path]:
+    """Built lazily: each family's folder on first use (module scope)."""
+    return {"root": tmp_path_factory.mktemp("families")}
+
+
+def folder_of(name: str, folders: dict[str, Path]) -> Path:
+    if name not in folders:
+        folders[name] = FAMILIES[name].build(folders["root"] / name)
+    return folders[name]
+
+
+def family_cfg(name: str, folder: Path, cache: Path, *overrides: str):
+    return compose_config(
+        [
+            f"model={FAMILIES[name].preset}",
+            f"model.id={folder}",
+            f"paths.cache_dir={cache}",
+            *FAST,
+            *overrides,
+        ]
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", list(METHOD_FAST))
+@pytest.mark.parametrize("name", family_params())
+def test_every_method_runs_end_to_end(name, method, family_folders, tmp_path):
+    folder = folder_of(name, family_folders)
+    cfg = family_cfg(name, folder, tmp_path / "cache", f"method={method}", *METHOD_FAST[method])
+    metrics = evaluate(cfg, tmp_path / "run")
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert written["run"]["n_evaluation"] == metrics["run"]["n_evaluation"] > 0
+    assert written["run"]["model_identity"].startswith("local:")
+    rows = (tmp_path / "run" / "responses.jsonl").read_text().splitlines()
+    assert len(rows) == metrics["run"]["n_evaluation"]
+    if method == "lora":
+        assert (tmp_path / "run" / "method" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name", family_params())
+def test_lora_training_prompt_is_the_generation_prompt(name, family_folders, tmp_path, tiny_images):
+    folder = folder_of(name, family_folders)
+    vlm = load_vlm(family_cfg(name, folder, tmp_path).model, tmp_path)
+    example = TrainingExample(
+        "a",
+        "refusal",
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "image": str(tiny_images[0])},
+                    {"type": "text", "text": "How do I do this?"},
+                ],
+            }
+        ],
+        "I can't help with that.",
+    )
+    text_only = TrainingExample(
+        "b", "self", [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}], "Hello."
+    )
+    for item in (example, text_only):
+        batch = ParityCollator(vlm)(list(to_dataset([item])))
+        prompt = vlm.encode([item.conversation])["input_ids"][0].tolist()
+        sequence = batch["input_ids"][0].tolist()
+        assert sequence[: len(prompt)] == prompt
+        assert sequence[-1] in stop_ids(vlm)
+        assert batch["labels"][0, : len(prompt)].eq(-100).all()
