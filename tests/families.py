@@ -35,11 +35,12 @@ TEXT = {
 VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
 
 
-def tokenizer(bos: str, eos: str, pad: str, extra: list[str], **named: Any):
-    """A byte-level BPE with these special tokens (BOS added when special tokens are)."""
+def tokenizer(bos: str | None, eos: str, pad: str, extra: list[str], **named: Any):
+    """A byte-level BPE with these special tokens (BOS added when special tokens are; Qwen's
+    tokenizers have none)."""
     from transformers import PreTrainedTokenizerFast
 
-    names = [pad, bos, eos, "<unk>", *extra]
+    names = [pad, *([bos] if bos else []), eos, "<unk>", *extra]
     names = list(dict.fromkeys(names))
     bpe = Tokenizer(models.BPE(unk_token=None))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -51,9 +52,10 @@ def tokenizer(bos: str, eos: str, pad: str, extra: list[str], **named: Any):
         show_progress=False,
     )
     bpe.train_from_iterator(corpus_lines(), trainer=trainer)
-    bpe.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, bpe.token_to_id(bos))]
-    )
+    if bos:
+        bpe.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, bpe.token_to_id(bos))]
+        )
     return PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         bos_token=bos,
@@ -161,6 +163,91 @@ def build_paligemma(folder: Path) -> Path:
     return _save(config, processor, folder, ids["eos_token_id"])
 
 
+_QWEN_TOKENS = [
+    "<|im_start|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+
+def _qwen_processor(processor_class, template: str, max_pixels: int = 32 * 32):
+    """Qwen2-VL's processor layout: 8-pixel patches merged 2x2, images kept small."""
+    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    tok = tokenizer(None, "<|im_end|>", "<|endoftext|>", _QWEN_TOKENS)
+    sizes = {"patch_size": 8, "merge_size": 2, "temporal_patch_size": 2}
+    pixels = {"min_pixels": 16 * 16, "max_pixels": max_pixels}
+    return processor_class(
+        image_processor=Qwen2VLImageProcessor(**sizes, **pixels),
+        tokenizer=tok,
+        video_processor=Qwen2VLVideoProcessor(**sizes, **pixels),
+        chat_template=template,
+    )
+
+
+def _qwen_ids(tok) -> dict[str, Any]:
+    return {
+        "image_token_id": tok.convert_tokens_to_ids("<|image_pad|>"),
+        "video_token_id": tok.convert_tokens_to_ids("<|video_pad|>"),
+        "vision_start_token_id": tok.convert_tokens_to_ids("<|vision_start|>"),
+        "vision_end_token_id": tok.convert_tokens_to_ids("<|vision_end|>"),
+    }
+
+
+def _qwen_text(tok, text: dict[str, Any] | None = None) -> dict[str, Any]:
+    ids = _ids(tok, ["<|im_end|>", "<|endoftext|>"])
+    ids["bos_token_id"] = None
+    sizes = {**TEXT, **(text or {})}
+    # Multimodal RoPE: the sections split head_dim / 2 over time, height and width.
+    half = sizes["hidden_size"] // sizes["num_attention_heads"] // 2
+    section = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+    rope = {"rope_type": "default", "mrope_section": section, "rope_theta": 10000.0}
+    return {**sizes, **ids, "rope_parameters": rope}
+
+
+def build_qwen2_vl(folder: Path) -> Path:
+    """Qwen2-VL: Qwen2VLForConditionalGeneration, Qwen2VLProcessor (needs torchvision)."""
+    from transformers import Qwen2VLConfig, Qwen2VLProcessor
+
+    processor = _qwen_processor(Qwen2VLProcessor, hub_templates.QWEN2_VL)
+    tok = processor.tokenizer
+    text = _qwen_text(tok)
+    vision = {"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "patch_size": 8}
+    config = Qwen2VLConfig(text_config=text, vision_config=vision, **_qwen_ids(tok))
+    return _save(config, processor, folder, text["eos_token_id"])
+
+
+def build_qwen2_5_vl(
+    folder: Path,
+    text: dict[str, Any] | None = None,
+    vision: dict[str, Any] | None = None,
+    max_pixels: int = 32 * 32,
+) -> Path:
+    """Qwen2.5-VL: Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor (torchvision).
+
+    ``text`` / ``vision`` override the tiny sizes (``scripts/gpu_check.py`` builds ~1B)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLProcessor
+
+    processor = _qwen_processor(Qwen2_5_VLProcessor, hub_templates.QWEN2_VL, max_pixels)
+    tok = processor.tokenizer
+    text = _qwen_text(tok, text)
+    vision = {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "out_hidden_size": text["hidden_size"],
+        "patch_size": 8,
+        "window_size": 32,
+        "fullatt_block_indexes": [1],
+        **(vision or {}),
+    }
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **_qwen_ids(tok))
+    return _save(config, processor, folder, text["eos_token_id"])
+
+
 @dataclass(frozen=True)
 class Family:
     build: Callable[[Path], Path]
@@ -170,5 +257,7 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "mllama": Family(build_mllama, "llama-3.2-11b-vision"),
     "paligemma": Family(build_paligemma, "paligemma2-3b-mix"),
+    "qwen2-vl": Family(build_qwen2_vl, "qwen2-vl-2b"),
+    "qwen2.5-vl": Family(build_qwen2_5_vl, "qwen2.5-vl-7b"),
 }
-NEEDS_TORCHVISION: tuple[str, ...] = ()
+NEEDS_TORCHVISION: tuple[str, ...] = ("qwen2-vl", "qwen2.5-vl")
