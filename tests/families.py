@@ -163,6 +163,43 @@ def build_paligemma(folder: Path) -> Path:
     return _save(config, processor, folder, ids["eos_token_id"])
 
 
+def build_llava_next(folder: Path) -> Path:
+    """LLaVA-NeXT (v1.6 Mistral): LlavaNextForConditionalGeneration, any-resolution tiles."""
+    from transformers import CLIPVisionConfig, LlavaNextConfig, LlavaNextProcessor, MistralConfig
+    from transformers.models.llava_next.image_processing_pil_llava_next import (
+        LlavaNextImageProcessorPil,
+    )
+
+    tok = tokenizer("<s>", "</s>", "<pad>", ["<image>"], image_token="<image>")
+    pinpoints = [[32, 32], [32, 64], [64, 32]]
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": 32},
+        crop_size={"height": 32, "width": 32},
+        image_grid_pinpoints=pinpoints,
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tok,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=hub_templates.LLAVA_NEXT_MISTRAL,
+    )
+    ids = _ids(tok)
+    config = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(
+            **VISION, num_attention_heads=2, image_size=32, patch_size=8, projection_dim=32
+        ),
+        text_config=MistralConfig(**TEXT, **ids, sliding_window=None),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        image_seq_length=16,
+    )
+    return _save(config, processor, folder, ids["eos_token_id"])
+
+
 _QWEN_TOKENS = [
     "<|im_start|>",
     "<|vision_start|>",
@@ -255,6 +292,7 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {
+    "llava-next": Family(build_llava_next, "llava-next-7b"),
     "mllama": Family(build_mllama, "llama-3.2-11b-vision"),
     "paligemma": Family(build_paligemma, "paligemma2-3b-mix"),
     "qwen2-vl": Family(build_qwen2_vl, "qwen2-vl-2b"),
