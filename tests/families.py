@@ -285,6 +285,140 @@ def build_qwen2_5_vl(
     return _save(config, processor, folder, text["eos_token_id"])
 
 
+def _qwen2_text(tok) -> dict[str, Any]:
+    """A Qwen2 decoder config (LLaVA-OneVision, InternVL3), no BOS like Qwen's tokenizers."""
+    ids = _ids(tok, ["<|im_end|>", "<|endoftext|>"])
+    ids["bos_token_id"] = None
+    return {"model_type": "qwen2", **TEXT, **ids}
+
+
+def build_llava_onevision(folder: Path) -> Path:
+    """LLaVA-OneVision: LlavaOnevisionForConditionalGeneration (SigLIP + Qwen2), torchvision."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+    )
+
+    tok = tokenizer(
+        None,
+        "<|im_end|>",
+        "<|endoftext|>",
+        ["<|im_start|>", "<image>", "<video>"],
+        image_token="<image>",
+        video_token="<video>",
+    )
+    pinpoints = [[32, 32], [32, 64], [64, 32]]
+    sizes = {"size": {"height": 32, "width": 32}, "image_grid_pinpoints": pinpoints}
+    processor = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(**sizes),
+        tokenizer=tok,
+        video_processor=LlavaOnevisionVideoProcessor(size={"height": 32, "width": 32}),
+        num_image_tokens=16,
+        vision_feature_select_strategy="full",
+        chat_template=hub_templates.LLAVA_ONEVISION,
+    )
+    text = _qwen2_text(tok)
+    config = LlavaOnevisionConfig(
+        vision_config={
+            "model_type": "siglip_vision_model",
+            **VISION,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        text_config=text,
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        video_token_index=tok.convert_tokens_to_ids("<video>"),
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+    )
+    return _save(config, processor, folder, text["eos_token_id"])
+
+
+def build_internvl(folder: Path) -> Path:
+    """InternVL3 (transformers-native -hf): InternVLForConditionalGeneration, torchvision."""
+    from transformers import GotOcr2ImageProcessor, InternVLConfig, InternVLProcessor
+    from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
+
+    tok = tokenizer(
+        None,
+        "<|im_end|>",
+        "<|endoftext|>",
+        ["<|im_start|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"],
+        start_image_token="<img>",
+        end_image_token="</img>",
+        context_image_token="<IMG_CONTEXT>",
+        video_token="<video>",
+    )
+    image_processor = GotOcr2ImageProcessor(
+        size={"height": 32, "width": 32}, crop_to_patches=False, max_patches=1
+    )
+    processor = InternVLProcessor(
+        image_processor=image_processor,
+        tokenizer=tok,
+        video_processor=InternVLVideoProcessor(size={"height": 32, "width": 32}),
+        image_seq_length=4,  # (32 / 8) ** 2 patches, pixel-shuffled by 0.5 x 0.5
+        chat_template=hub_templates.INTERNVL,
+    )
+    text = _qwen2_text(tok)
+    config = InternVLConfig(
+        vision_config={
+            **VISION,
+            "num_attention_heads": 2,
+            "image_size": [32, 32],
+            "patch_size": [8, 8],
+        },
+        text_config=text,
+        image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"),
+        image_seq_length=4,
+    )
+    return _save(config, processor, folder, text["eos_token_id"])
+
+
+def build_smolvlm2(folder: Path) -> Path:
+    """SmolVLM2: SmolVLMForConditionalGeneration, SmolVLMProcessor (torchvision, num2words)."""
+    from transformers import (
+        SmolVLMConfig,
+        SmolVLMImageProcessor,
+        SmolVLMProcessor,
+        SmolVLMVideoProcessor,
+    )
+
+    tok = tokenizer(
+        "<|im_start|>",
+        "<end_of_utterance>",
+        "<|im_end|>",
+        ["<fake_token_around_image>", "<image>", "<global-img>", "<video>"]
+        + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)],
+        fake_image_token="<fake_token_around_image>",
+        image_token="<image>",
+        global_image_token="<global-img>",
+        end_of_utterance_token="<end_of_utterance>",
+    )
+    side = {"longest_edge": 32}
+    processor = SmolVLMProcessor(
+        image_processor=SmolVLMImageProcessor(
+            size=side, max_image_size=side, do_image_splitting=False
+        ),
+        tokenizer=tok,
+        video_processor=SmolVLMVideoProcessor(size=side, max_image_size=side),
+        image_seq_len=4,  # (32 / 8) ** 2 patches pooled 2 x 2
+        chat_template=hub_templates.SMOLVLM2,
+    )
+    ids = _ids(tok)
+    config = SmolVLMConfig(
+        vision_config={**VISION, "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+        text_config={"model_type": "llama", **TEXT, **ids},
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        scale_factor=2,
+        pad_token_id=tok.pad_token_id,
+    )
+    return _save(config, processor, folder, ids["eos_token_id"])
+
+
 @dataclass(frozen=True)
 class Family:
     build: Callable[[Path], Path]
@@ -297,5 +431,14 @@ FAMILIES: dict[str, Family] = {
     "paligemma": Family(build_paligemma, "paligemma2-3b-mix"),
     "qwen2-vl": Family(build_qwen2_vl, "qwen2-vl-2b"),
     "qwen2.5-vl": Family(build_qwen2_5_vl, "qwen2.5-vl-7b"),
+    "llava-onevision": Family(build_llava_onevision, "llava-onevision-7b"),
+    "internvl": Family(build_internvl, "internvl3-8b"),
+    "smolvlm2": Family(build_smolvlm2, "smolvlm2-2.2b"),
 }
-NEEDS_TORCHVISION: tuple[str, ...] = ("qwen2-vl", "qwen2.5-vl")
+NEEDS_TORCHVISION: tuple[str, ...] = (
+    "qwen2-vl",
+    "qwen2.5-vl",
+    "llava-onevision",
+    "internvl",
+    "smolvlm2",
+)
