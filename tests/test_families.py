@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from calib.cli.common import compose_config
 from calib.model import load_vlm
@@ -138,4 +139,44 @@ def test_lora_training_prompt_is_the_generation_prompt(name, family_folders, tmp
         sequence = batch["input_ids"][0].tolist()
         assert sequence[: len(prompt)] == prompt
         assert sequence[-1] in stop_ids(vlm)
+        assert vlm.tokenizer.bos_token_id not in sequence[len(prompt) :]  # no stray BOS
         assert batch["labels"][0, : len(prompt)].eq(-100).all()
+
+
+def test_mllama_text_only_hidden_states_read_the_layers_that_ran(family_folders, tmp_path):
+    """Mllama skips its cross-attention layer (1) without an image: the residual stream after
+    it is the output of layer 0, the last layer that ran."""
+    vlm = load_vlm(
+        family_cfg("mllama", folder_of("mllama", family_folders), tmp_path).model, tmp_path
+    )
+    assert vlm.model.config.text_config.cross_attention_layers == [1]
+    text_only = [[{"role": "user", "content": [{"type": "text", "text": "How do I bake bread?"}]}]]
+    states = vlm.hidden_states(text_only, [0, 1, 2])
+    assert torch.equal(states[:, 0], states[:, 1])  # layer 1 did not run
+    assert not torch.equal(states[:, 1], states[:, 2])
+
+
+def test_paligemma_gets_a_default_template_and_text_only_batches(
+    family_folders, tmp_path, tiny_images, caplog
+):
+    folder = folder_of("paligemma", family_folders)
+    with caplog.at_level("WARNING", logger="calib.model.load"):
+        vlm = load_vlm(family_cfg("paligemma", folder, tmp_path).model, tmp_path)
+    assert "has no chat template" in caplog.text
+    text_only = [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
+    with_image = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": str(tiny_images[0])},
+                {"type": "text", "text": "Hi"},
+            ],
+        }
+    ]
+    for conversation in (text_only, with_image):
+        batch = vlm.encode([conversation])
+        assert "labels" not in batch  # the processor's training labels never reach the model
+    text_ids = vlm.encode([text_only])["input_ids"][0].tolist()
+    assert text_ids[0] == vlm.tokenizer.bos_token_id
+    assert vlm.tokenizer.decode(text_ids, skip_special_tokens=True) == "Hi\n"
+    assert len(vlm.generate([text_only, with_image], max_new_tokens=2)) == 2
