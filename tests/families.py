@@ -85,6 +85,12 @@ def _save(model_config, processor, folder: Path, stops: list[int] | int) -> Path
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = AutoModelForImageTextToText.from_config(model_config, dtype=torch.float32)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            # Mllama initialises its cross-attention gates to 0 (tanh(0) = 0): images would not
+            # reach the text model at all. Open them so that images matter, as in a trained one.
+            if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
+                param.fill_(1.0)
     model.generation_config.eos_token_id = stops
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     model.save_pretrained(folder)

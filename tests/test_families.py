@@ -25,7 +25,7 @@ from train.lora_data import TrainingExample, to_dataset
 
 FAST = [
     "utility=none",
-    "data.limit=12",
+    "data.limit=16",
     "generation.max_new_tokens=4",
     "generation.batch_size=4",
     "metrics.n_boot=0",
