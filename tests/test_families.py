@@ -180,3 +180,35 @@ def test_paligemma_gets_a_default_template_and_text_only_batches(
     assert text_ids[0] == vlm.tokenizer.bos_token_id
     assert vlm.tokenizer.decode(text_ids, skip_special_tokens=True) == "Hi\n"
     assert len(vlm.generate([text_only, with_image], max_new_tokens=2)) == 2
+
+
+def test_paligemma_rows_are_laid_out_alike_in_any_batch(family_folders, tmp_path, tiny_images):
+    """An image row as PaliGemma's own processor lays it out; a text-only row the same alone
+    or beside an image row (the processor would put its BOS inside the text)."""
+    from PIL import Image
+
+    vlm = load_vlm(
+        family_cfg("paligemma", folder_of("paligemma", family_folders), tmp_path).model, tmp_path
+    )
+    text_only = [{"role": "user", "content": [{"type": "text", "text": "Hello there"}]}]
+    with_image = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": str(tiny_images[0])},
+                {"type": "text", "text": "What is this?"},
+            ],
+        }
+    ]
+    image = Image.open(tiny_images[0]).convert("RGB")
+    own = vlm.processor(text=vlm.render([with_image]), images=[[image]], return_tensors="pt")
+    ours = vlm.encode([with_image])
+    assert ours["input_ids"].tolist() == own["input_ids"].tolist()
+    assert torch.equal(ours["pixel_values"], own["pixel_values"])
+
+    def unpadded(batch, row):
+        return batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()
+
+    mixed = vlm.encode([with_image, text_only])
+    assert unpadded(mixed, 1) == unpadded(vlm.encode([text_only]), 0)
+    assert unpadded(mixed, 0) == unpadded(ours, 0)

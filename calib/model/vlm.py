@@ -98,8 +98,8 @@ class VLM:
         bos = self.tokenizer.bos_token
         # A template that writes the BOS itself must not get a second one from the tokenizer.
         add_special = not (bos and all(text.startswith(bos) for text in texts))
-        if not any(images) and self.needs_images:
-            batch = self._encode_text_only(texts)
+        if self.needs_images:
+            batch = self._encode_images_first(texts, images)
         else:
             batch = self.processor(
                 text=texts,
@@ -116,21 +116,35 @@ class VLM:
 
     @property
     def needs_images(self) -> bool:
-        """Whether the processor refuses a batch without images (PaliGemma's does)."""
+        """Whether the processor refuses a batch without images (PaliGemma's does): such
+        batches are laid out by :meth:`_encode_images_first`."""
         return type(self.processor).__name__ == "PaliGemmaProcessor"
 
-    def _encode_text_only(self, texts: Sequence[str]) -> BatchFeature:
-        """A text-only batch for a processor that requires images: tokenized as the processor
-        lays text out after its images (``<bos>text\\n``), with no image tokens."""
+    def _encode_images_first(
+        self, texts: Sequence[str], images: Sequence[Sequence[Image.Image]]
+    ) -> BatchFeature:
+        """PaliGemma's layout, ``<image> x n + <bos> + text + \\n``, for any batch.
+
+        Its processor refuses a batch without images and, in a batch with some, puts the BOS
+        of a text-only row inside the text (after its 6th character); this lays every row out
+        the way the processor lays out a row with images, image placeholders removed from the
+        text and the image tokens first, and the images through its image processor.
+        """
+        token = self.processor.image_token
+        per_image = token * self.processor.image_seq_length
         bos = self.tokenizer.bos_token or ""
+        laid = [
+            f"{per_image * len(row_images)}{bos}{text.replace(token, '')}\n"
+            for text, row_images in zip(texts, images, strict=True)
+        ]
         batch = self.tokenizer(
-            [f"{bos}{text}\n" for text in texts],
-            padding=True,
-            padding_side="left",
-            add_special_tokens=False,
-            return_tensors="pt",
+            laid, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt"
         )
-        batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+        batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])  # all prefix
+        flat = [image for row_images in images for image in row_images]
+        if flat:
+            pixels = self.processor.image_processor(flat, return_tensors="pt")["pixel_values"]
+            batch["pixel_values"] = pixels
         return BatchFeature(dict(batch))
 
     # --- generation ---------------------------------------------------------------------
