@@ -191,7 +191,9 @@ class VLM:
         Index convention: ``layers=[i]`` is the *output of decoder layer i* (0-based), i.e.
         ``output_hidden_states[i + 1]`` in transformers' numbering; the embeddings are not
         included. Captured with forward hooks on ``decoder_layers`` (removed in ``finally``),
-        so hooks other code installs on those layers (steering) act before the capture.
+        so hooks other code installs on those layers (steering) act before the capture. A
+        layer the model skips (Mllama's cross-attention layers on a text-only batch) reads as
+        the last layer before it that ran: the residual stream passes it unchanged.
 
         Returns:
             float32 CPU tensor ``[batch, len(layers), hidden_size]`` (all layers if None).
