@@ -1,8 +1,9 @@
 """The stages of a run, each a plain function a notebook can call on its own.
 
 :func:`evaluate` strings them together in the order of the data's journey (DESIGN.md):
-load data -> build method, judge, utility set -> load model -> fit -> generate -> judge ->
-score -> baseline deltas -> report. :func:`run` wraps it with the configured logger;
+build method, judge, utility set -> load and check the model -> load data -> fit ->
+generate -> judge -> score -> baseline deltas -> report (the model is loaded before the
+data so that a broken checkpoint fails in seconds). :func:`run` wraps it with the configured logger;
 ``calib-run`` (:mod:`calib.cli.run`) is the Hydra entry point that calls it. From a
 notebook::
 
@@ -332,9 +333,11 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     method = build_method(cfg)  # the parts first: a config mistake shows before any work
     judge = build_judge(cfg)
     utility_set = build_utility(cfg)
+    # The model before the data: a checkpoint that cannot load, has no chat template or
+    # cannot encode an image+text batch fails in seconds, before data preparation.
+    vlm = load_model(cfg)
     splits = load_data(cfg)
     utility_items = utility_set.items()
-    vlm = load_model(cfg)
     log.info(
         "data: %d fit, %d validation, %d evaluation samples",
         len(splits.fit),

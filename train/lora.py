@@ -1,11 +1,13 @@
 """LoRA calibration training: a PEFT adapter fitted with TRL's ``SFTTrainer`` (VLM mode).
 
 The data comes from :mod:`train.lora_data` (refusals for unsafe, the base model's own answers
-for safe, optional utility items). Training is completion-only (TRL's prompt-completion
-collator labels every prompt and image token -100) and never truncates (``max_length=None``,
-so image tokens are always whole). LoRA targets are found under the text decoder, by a regex
-anchored on ``vlm.decoder_prefix`` (the module path of ``model.get_decoder()``); the vision
-tower is trained only with ``method.train_vision=true``.
+for safe, optional utility items). Training is completion-only and never truncates
+(``max_length=None``, so image tokens are always whole). Batches come from
+:class:`train.lora_collator.ParityCollator`: each prompt is, token for token, what
+:meth:`calib.model.VLM.encode` feeds at generation, and each answer ends with the template's
+end-of-turn token (labels -100 on prompt, images and padding). LoRA targets are found under
+the text decoder, by a regex anchored on ``vlm.decoder_prefix`` (the module path of
+``model.get_decoder()``); the vision tower is trained only with ``method.train_vision=true``.
 
 Where things go (``<key>`` hashes the base model, the training settings, the data and the
 number of processes)::
@@ -52,6 +54,7 @@ from transformers import TrainerCallback
 from calib.errors import ConfigError, TrainingDiverged
 from calib.io import write_json_atomic
 from calib.model import VLM
+from train.lora_collator import COLLATOR_VERSION, ParityCollator
 from train.lora_data import TrainingExample, data_hash, to_dataset
 
 log = logging.getLogger("train.lora")
@@ -200,6 +203,7 @@ def training_key(vlm: VLM, settings: LoraSettings, data: str, world_size: int) -
         "data": data,
         "world_size": world_size,
         "card_format": CARD_FORMAT,
+        "collator": COLLATOR_VERSION,  # how prompt and answer become token sequences
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -414,6 +418,9 @@ def lora_trainer(
             args=args,
             train_dataset=dataset,
             processing_class=vlm.processor,
+            # Prompts exactly as VLM.encode feeds them at generation, answers ending with the
+            # template's end-of-turn token (train.lora_collator).
+            data_collator=ParityCollator(vlm),
             callbacks=[DivergenceGuard(settings), *callbacks],
         )
     finally:

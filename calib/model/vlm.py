@@ -98,15 +98,54 @@ class VLM:
         bos = self.tokenizer.bos_token
         # A template that writes the BOS itself must not get a second one from the tokenizer.
         add_special = not (bos and all(text.startswith(bos) for text in texts))
-        batch = self.processor(
-            text=texts,
-            images=images if any(images) else None,
-            padding=True,
-            padding_side="left",  # generation and last-token reads rely on it
-            add_special_tokens=add_special,
-            return_tensors="pt",
-        )
+        if self.needs_images:
+            batch = self._encode_images_first(texts, images)
+        else:
+            batch = self.processor(
+                text=texts,
+                images=images if any(images) else None,
+                padding=True,
+                padding_side="left",  # generation and last-token reads rely on it
+                add_special_tokens=add_special,
+                return_tensors="pt",
+            )
+        # Model inputs only: PaliGemma's processor returns training labels too, which must
+        # never reach a forward pass (they would make it compute a loss on the prompt).
+        batch.pop("labels", None)
         return batch.to(device=self.device, dtype=self.dtype)
+
+    @property
+    def needs_images(self) -> bool:
+        """Whether the processor refuses a batch without images (PaliGemma's does): such
+        batches are laid out by :meth:`_encode_images_first`."""
+        return type(self.processor).__name__ == "PaliGemmaProcessor"
+
+    def _encode_images_first(
+        self, texts: Sequence[str], images: Sequence[Sequence[Image.Image]]
+    ) -> BatchFeature:
+        """PaliGemma's layout, ``<image> x n + <bos> + text + \\n``, for any batch.
+
+        Its processor refuses a batch without images and, in a batch with some, puts the BOS
+        of a text-only row inside the text (after its 6th character); this lays every row out
+        the way the processor lays out a row with images, image placeholders removed from the
+        text and the image tokens first, and the images through its image processor.
+        """
+        token = self.processor.image_token
+        per_image = token * self.processor.image_seq_length
+        bos = self.tokenizer.bos_token or ""
+        laid = [
+            f"{per_image * len(row_images)}{bos}{text.replace(token, '')}\n"
+            for text, row_images in zip(texts, images, strict=True)
+        ]
+        batch = self.tokenizer(
+            laid, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt"
+        )
+        batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])  # all prefix
+        flat = [image for row_images in images for image in row_images]
+        if flat:
+            pixels = self.processor.image_processor(flat, return_tensors="pt")["pixel_values"]
+            batch["pixel_values"] = pixels
+        return BatchFeature(dict(batch))
 
     # --- generation ---------------------------------------------------------------------
 
@@ -152,7 +191,9 @@ class VLM:
         Index convention: ``layers=[i]`` is the *output of decoder layer i* (0-based), i.e.
         ``output_hidden_states[i + 1]`` in transformers' numbering; the embeddings are not
         included. Captured with forward hooks on ``decoder_layers`` (removed in ``finally``),
-        so hooks other code installs on those layers (steering) act before the capture.
+        so hooks other code installs on those layers (steering) act before the capture. A
+        layer the model skips (Mllama's cross-attention layers on a text-only batch) reads as
+        the last layer before it that ran: the residual stream passes it unchanged.
 
         Returns:
             float32 CPU tensor ``[batch, len(layers), hidden_size]`` (all layers if None).
@@ -168,13 +209,17 @@ class VLM:
 
             return hook
 
-        handles = [self.decoder_layers[i].register_forward_hook(capture(i)) for i in indices]
+        # Every layer up to the deepest one asked for is watched: a layer the model skips
+        # (Mllama's cross-attention layers on a text-only batch) leaves the residual stream
+        # as the last layer that ran made it, which is what it then reads.
+        watched = range(max(indices, default=-1) + 1)
+        handles = [self.decoder_layers[i].register_forward_hook(capture(i)) for i in watched]
         try:
             self.model(**batch, use_cache=False, logits_to_keep=1)
         finally:
             for handle in handles:
                 handle.remove()
-        return torch.stack([captured[i] for i in indices], dim=1)
+        return torch.stack([_ran_through(captured, i) for i in indices], dim=1)
 
     def check_layers(self, layers: Sequence[int] | None, key: str = "layers") -> list[int]:
         """Validate decoder-layer indices (negative ones count from the end)."""
@@ -198,6 +243,18 @@ class VLM:
         except Exception:  # the template raises for a system role (e.g. Gemma-style)
             return False
         return _SYSTEM_PROBE in rendered
+
+
+def _ran_through(captured: dict[int, torch.Tensor], index: int) -> torch.Tensor:
+    """The residual stream after layer ``index``: its output, or, for a layer the model skipped,
+    the output of the last layer before it that ran."""
+    for i in range(index, -1, -1):
+        if i in captured:
+            return captured[i]
+    raise RuntimeError(
+        f"decoder layer {index} and every layer before it were skipped by the model: there is "
+        "no residual stream to read at that depth; choose a deeper layer"
+    )
 
 
 def _module_path(root: torch.nn.Module, target: torch.nn.Module) -> str:

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from calib.model.tiny.corpus import corpus_lines
 from calib.model.tiny.templates import GEMMA3_TEMPLATE, IDEFICS3_TEMPLATE, LLAVA_TEMPLATE
 
-BUILDER_VERSION = 1  # bump when the builder's output changes, so cached folders are rebuilt
+BUILDER_VERSION = 2  # bump when the builder's output changes, so cached folders are rebuilt
 ARCHS = ("llava", "idefics3", "gemma3")
 MARKER_FILE = "tiny_config.json"  # written last into the folder: the config that built it
 
@@ -178,6 +178,12 @@ def _train_tokenizer(spec: TinySpec):
         show_progress=False,
     )
     bpe.train_from_iterator(corpus_lines(), trainer=trainer)
+    # Like the real tokenizers (Llama, Gemma), tokenizing with special tokens adds the BOS: a
+    # template that does not write it (LLaVA-1.5's) relies on that.
+    bos = special["bos"]
+    bpe.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, bpe.token_to_id(bos))]
+    )
     named = {}
     if spec.arch == "gemma3":  # Gemma3Processor reads these from the tokenizer
         named = {

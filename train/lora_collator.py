@@ -1,0 +1,174 @@
+"""Training batches whose prompt part is, token for token, what generation feeds the model.
+
+TRL's vision collator renders and tokenizes prompt and completion its own way
+(``add_special_tokens=False``): with templates that do not write the BOS (LLaVA-1.5) the
+training prompt lacks the BOS that :meth:`calib.model.VLM.encode` adds at generation, the
+answer gets no end-of-sequence token (the adapter never learns to stop), and Mllama's
+cross-attention mask keeps the prompt's length. :class:`ParityCollator` instead
+
+- encodes the prompts with :meth:`VLM.encode` itself (same rendering, same BOS rule, same
+  image processing, left padding),
+- appends each completion's tokens and the template's end-of-turn token
+  (:func:`end_of_turn_id`: ``<end_of_turn>``, ``<|im_end|>``, ``<end_of_utterance>``,
+  ``<|eot_id|>``, or EOS when the template writes none),
+- extends every per-token input to the full length (``token_type_ids``: text;
+  Mllama's ``cross_attention_mask``: the completion attends to the images as the last prompt
+  token does, which is what generation does), and
+- labels only the completion (prompt and padding are ``-100``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from calib.model import VLM
+from calib.types import Conversation
+
+#: Bump when the sequences the collator builds change: it is part of the training key.
+COLLATOR_VERSION = 1
+_ANSWER_MARKER = "vsc-calib-answer-marker"
+#: The ``token_type_ids`` value of completion tokens, where it is not 0 (text). PaliGemma
+#: marks the prefix 0 (full attention) and the suffix 1 (causal).
+_COMPLETION_TOKEN_TYPE = {"paligemma": 1}
+#: Per-token inputs whose completion part repeats the last prompt position.
+_REPEAT_LAST = ("cross_attention_mask",)
+
+
+def stop_ids(vlm: VLM) -> set[int]:
+    """The token ids that end generation (generation config and tokenizer EOS)."""
+    configured = vlm.model.generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(vlm.tokenizer.eos_token_id)
+    return {i for i in ids if i is not None}
+
+
+def end_of_turn_id(vlm: VLM) -> int:
+    """The token an answer ends with: the first stop token the chat template writes after an
+    assistant message, or EOS when it writes none (LLaVA-1.5's template ends with a space)."""
+    conversation = [
+        {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": _ANSWER_MARKER}]},
+    ]
+    try:
+        rendered = vlm.render([conversation], add_generation_prompt=False)[0]
+    except Exception:  # a template that cannot render an assistant turn: fall back to EOS
+        rendered = ""
+    suffix = rendered.split(_ANSWER_MARKER, 1)[1] if _ANSWER_MARKER in rendered else ""
+    stops = stop_ids(vlm)
+    for token in vlm.tokenizer(suffix, add_special_tokens=False)["input_ids"]:
+        if token in stops:
+            return int(token)
+    if vlm.tokenizer.eos_token_id is None:
+        raise ValueError(
+            f"{vlm.name}: the tokenizer has no EOS token and the chat template writes no stop "
+            "token after an answer, so LoRA targets cannot be taught to end"
+        )
+    return int(vlm.tokenizer.eos_token_id)
+
+
+def row_conversation(prompt: Sequence[Mapping[str, Any]], images: Sequence[Any]) -> Conversation:
+    """A dataset row's prompt as a conversation again: the images put back into the image
+    parts in order, and the ``None`` keys ``datasets`` adds to every part dropped (a template
+    testing ``'image' in part`` would take a text part for an image)."""
+    queue = list(images)
+    conversation = []
+    for message in prompt:
+        content = message["content"]
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                clean = {k: v for k, v in part.items() if v is not None}
+                if clean.get("type") == "image":
+                    clean["image"] = queue.pop(0)
+                parts.append(clean)
+            content = parts
+        conversation.append({"role": message["role"], "content": content})
+    if queue:
+        raise ValueError(f"{len(queue)} image(s) of a training row have no image part")
+    return conversation
+
+
+def completion_text(completion: Sequence[Mapping[str, Any]]) -> str:
+    """The assistant text of a dataset row's ``completion`` column."""
+    texts = []
+    for message in completion:
+        content = message["content"]
+        if isinstance(content, str):
+            texts.append(content)
+        else:
+            texts += [p["text"] for p in content if p.get("type") == "text" and p.get("text")]
+    return "".join(texts)
+
+
+class ParityCollator:
+    """Collates ``prompt`` / ``completion`` / ``images`` rows for causal-LM training."""
+
+    def __init__(self, vlm: VLM) -> None:
+        self.vlm = vlm
+        self.end_id = end_of_turn_id(vlm)
+        self.completion_type = _COMPLETION_TOKEN_TYPE.get(vlm.model.config.model_type, 0)
+
+    def completion_ids(self, text: str) -> list[int]:
+        """The answer's tokens (no special tokens added) and the end-of-turn token."""
+        ids = self.vlm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return [*ids, self.end_id]
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        conversations = [row_conversation(r["prompt"], r.get("images") or []) for r in rows]
+        prompts = self.vlm.encode(conversations)
+        completions = [self.completion_ids(completion_text(r["completion"])) for r in rows]
+        return join(prompts, completions, self.vlm.tokenizer.pad_token_id, self.completion_type)
+
+
+def join(
+    prompts: Mapping[str, torch.Tensor],
+    completions: Sequence[Sequence[int]],
+    pad_id: int,
+    completion_type: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Left-padded prompt batch + completions -> left-padded full sequences with labels.
+
+    Inputs that are not per token (pixel values, image sizes, grids) pass through unchanged.
+    """
+    ids, mask = prompts["input_ids"], prompts["attention_mask"]
+    batch, width = ids.shape
+    per_token = [
+        key
+        for key, value in prompts.items()
+        if key not in ("input_ids", "attention_mask")
+        and torch.is_tensor(value)
+        and value.dim() >= 2
+        and tuple(value.shape[:2]) == (batch, width)
+    ]
+    kept = [int(n) for n in mask.sum(dim=1)]
+    total = max(k + len(c) for k, c in zip(kept, completions, strict=True))
+    out = {
+        "input_ids": ids.new_full((batch, total), pad_id),
+        "attention_mask": mask.new_zeros((batch, total)),
+        "labels": ids.new_full((batch, total), -100),
+    }
+    for key in per_token:
+        value = prompts[key]
+        out[key] = value.new_zeros((batch, total, *value.shape[2:]))
+    for row, (n, completion) in enumerate(zip(kept, completions, strict=True)):
+        tail = torch.tensor(completion, dtype=ids.dtype, device=ids.device)
+        start = total - n - len(completion)
+        out["input_ids"][row, start:] = torch.cat([ids[row, width - n :], tail])
+        out["attention_mask"][row, start:] = 1
+        out["labels"][row, start + n :] = tail
+        for key in per_token:
+            value = prompts[key][row]
+            out[key][row, start : start + n] = value[width - n :]
+            if key in _REPEAT_LAST:
+                out[key][row, start + n :] = value[width - 1 :].expand(
+                    len(completion), *value.shape[1:]
+                )
+            elif key == "token_type_ids":
+                out[key][row, start + n :] = completion_type
+    for key, value in prompts.items():
+        if key not in out:
+            out[key] = value
+    return out
