@@ -87,7 +87,7 @@ class SteeringVectors:
     def __post_init__(self) -> None:
         # Fixed dtypes, so a fitted object and its reloaded copy are bit-identical.
         for name in ("directions", *_EXTRA):
-            value = getattr(self, name).detach().to(torch.float32).cpu().contiguous()
+            value = getattr(self, name).detach().to(torch.float32).cpu().clone()
             object.__setattr__(self, name, value)
         for name in _TENSORS[1:]:
             value = getattr(self, name).detach().to(torch.float64).cpu()
