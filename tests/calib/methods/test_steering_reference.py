@@ -325,3 +325,40 @@ def test_hooks_are_removed_on_exit_and_after_an_exception(tiny_llava, tiny_image
     with pytest.raises(RuntimeError, match="boom"), steering.active(tiny_llava):
         raise RuntimeError("boom")
     assert hook_snapshot(tiny_llava.model) == before
+
+
+# --- end to end with the behaviour-based direction -------------------------------------------
+
+
+class EchoJudge:
+    """Judges a base answer by the sample's label (unsafe: REFUSE, safe: COMPLY), standing in
+    for a base model that refuses exactly the unsafe queries (random tiny models never do)."""
+
+    def label(self, samples, responses):
+        return [Label.REFUSE if s.label == "unsafe" else Label.COMPLY for s in samples]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tiny", "tiny_idefics3", "tiny_gemma3"])
+def test_calib_run_with_the_behaviour_direction_end_to_end(model, tiny_cache_dir, tmp_path):
+    from calib.pipeline import run
+    from tests.calib.methods.test_steering import FAST, SPLIT
+
+    cfg = compose_config(
+        [
+            *FAST,
+            *SPLIT,
+            "method=steering",
+            f"model={model}",
+            "method.direction_source=behaviour",
+            "method.mode=ablate",
+            f"method.judge={{_target_:{__name__}.EchoJudge}}",
+            "method.decoding.max_new_tokens=4",
+            f"paths.cache_dir={tiny_cache_dir}",
+        ]
+    )
+    metrics = run(cfg, tmp_path / "run")
+    assert metrics["method"]["direction_source"] == "behaviour"
+    behaviour = metrics["method"]["behaviour"]
+    assert behaviour["unsafe_refused"] > 0 and behaviour["safe_complied"] > 0
+    assert (tmp_path / "run" / "method" / "selection.json").is_file()
