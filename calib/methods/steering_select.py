@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from calib.errors import ConfigError
 from calib.methods.steering_hooks import SteeringPlan, condition_similarity, installed
 from calib.model import VLM
 from calib.types import Conversation, Sample
@@ -103,15 +104,16 @@ def select_by_effect(
     """Score every candidate on the validation part; the report of ``selection.json``.
 
     Raises:
-        ValueError: the validation part lacks unsafe or safe samples.
+        ConfigError: the validation part lacks unsafe or safe samples.
     """
     harmful = capped(validation, "unsafe", limit, seed)
     harmless = capped(validation, "safe", limit, seed)
     if not harmful or not harmless:
-        raise ValueError(
+        raise ConfigError(
             f"method.layer=auto (layer_select=effect) selects on the validation part, which has "
             f"{len(harmful)} unsafe and {len(harmless)} safe samples: give it both "
-            "(data.validation_fraction > 0) or set method.layer=<index> / method.layer_select=auroc"
+            "(a larger data.limit or data.validation_fraction) or set method.layer=<index> / "
+            "method.layer_select=auroc"
         )
     harmful_chats = [conversation(s) for s in harmful]
     harmless_chats = [conversation(s) for s in harmless]
@@ -244,10 +246,11 @@ def select_condition(
     unsafe = capped(validation, "unsafe", limit, seed)
     safe = capped(validation, "safe", limit, seed)
     if not unsafe or not safe:
-        raise ValueError(
+        raise ConfigError(
             f"method.mode=conditional chooses its threshold on the validation part, which has "
             f"{len(unsafe)} unsafe and {len(safe)} safe samples: give it both "
-            "(data.validation_fraction > 0) or set method.tau and method.condition_layer"
+            "(a larger data.limit or data.validation_fraction) or set method.tau and "
+            "method.condition_layer"
         )
     samples = [*unsafe, *safe]
     _, pooled = read_prompt_states(vlm, [conversation(s) for s in samples], batch_size, 1)
