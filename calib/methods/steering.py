@@ -324,6 +324,12 @@ class SteeringMethod:
             )
         p = vectors.num_positions - 1 if position is None else position
         unit = vectors.directions[p, layer]
+        if not bool(unit.any()):
+            raise ConfigError(
+                f"method.layer={layer}: the two sides of the fit part give the same residual "
+                "stream at this layer's input (a zero direction; layer 0 reads the template's "
+                "embeddings), so there is nothing to steer: pick a later layer or method.layer=auto"
+            )
         if self.alpha_unit == "diff":
             vector = self.alpha * vectors.mean_diff[p, layer]
         else:

@@ -362,3 +362,10 @@ def test_calib_run_with_the_behaviour_direction_end_to_end(model, tiny_cache_dir
     behaviour = metrics["method"]["behaviour"]
     assert behaviour["unsafe_refused"] > 0 and behaviour["safe_complied"] > 0
     assert (tmp_path / "run" / "method" / "selection.json").is_file()
+
+
+def test_a_layer_whose_direction_is_zero_is_refused(tiny_llava, tiny_images, tmp_path):
+    """Layer 0's input at the template tokens is the same embedding for every prompt."""
+    steering = SteeringMethod(**{**DEFAULTS, "layer": 0})
+    with pytest.raises(ConfigError, match=r"method.layer=0: .* zero direction"):
+        steering.fit(tiny_llava, calibration_samples(tiny_images), tmp_path)
