@@ -5,6 +5,7 @@
   (runs no other run beats on both axes) joined and ringed.
 - :func:`category_bars`: SRA_u and SRA_s per category, one bar per run.
 - :func:`steering_layer_plot`: a steering run's per-layer scores (``method/layer_scores.json``).
+- :func:`steering_selection_plot`: the effect of each candidate layer (``method/selection.json``).
 """
 
 from __future__ import annotations
@@ -221,7 +222,48 @@ def run_plots(metrics: Mapping, folder: Path, method_dir: Path | None = None) ->
     if layer_scores is not None and layer_scores.is_file():
         report = json.loads(layer_scores.read_text(encoding="utf-8"))
         written.append(steering_layer_plot(report, folder / "steering_layers.png"))
+    selection = None if method_dir is None else method_dir / "selection.json"
+    if selection is not None and selection.is_file():
+        report = json.loads(selection.read_text(encoding="utf-8"))
+        if report.get("layer", {}).get("candidates"):
+            written.append(
+                steering_selection_plot(report["layer"], folder / "steering_selection.png")
+            )
     return written
+
+
+def steering_selection_plot(report: Mapping, path: Path) -> Path:
+    """Per candidate layer (one line per post-instruction position): the refusal score under
+    ablation (unsafe prompts) and under addition (safe prompts), and the KL of ablation on
+    the safe prompts (right axis); the chosen candidate marked."""
+    rows = report["candidates"]
+    figure, axes = plt.subplots(figsize=(7, 3.6))
+    kl_axes = axes.twinx()
+    for position in sorted({row["position"] for row in rows}):
+        mine = sorted((r for r in rows if r["position"] == position), key=lambda r: r["layer"])
+        layers = [r["layer"] for r in mine]
+        axes.plot(layers, [r["ablation_score"] for r in mine], marker="o", color="C0", alpha=0.8)
+        axes.plot(layers, [r["actadd_score"] for r in mine], marker="^", color="C1", alpha=0.8)
+        kl_axes.plot(layers, [r["kl"] for r in mine], ls=":", marker=".", color="C2", alpha=0.8)
+    axes.plot([], [], marker="o", color="C0", label="refusal score, ablation (unsafe)")
+    axes.plot([], [], marker="^", color="C1", label="refusal score, addition (safe)")
+    axes.plot([], [], ls=":", marker=".", color="C2", label="KL of ablation (safe, right)")
+    baseline = report.get("baseline") or {}
+    if baseline.get("harmful_score") is not None:
+        axes.axhline(baseline["harmful_score"], color="C0", lw=0.6, ls="--")
+        axes.axhline(baseline["harmless_score"], color="C1", lw=0.6, ls="--")
+    kl_axes.axhline(report["kl_max"], color="C2", lw=0.6, ls="--")
+    axes.axvline(report["layer"], color="C3", lw=1, label=f"chosen layer {report['layer']}")
+    axes.set(xlabel="decoder layer (direction source and steered input)", ylabel="refusal log-odds")
+    kl_axes.set_ylabel("KL")
+    axes.set_title("Steering: effect of each candidate (validation part)")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
 
 
 def steering_layer_plot(report: Mapping, path: Path) -> Path:

@@ -1,30 +1,36 @@
-"""Steering directions from the calibration split: fit, score per layer, save and load.
+"""Steering vectors from the fit part: read the residual stream, fit, score, save and load.
 
-For every decoder layer the residual stream (the layer's output) is read at the last prompt
-token of each labelled calibration sample (:meth:`calib.model.VLM.hidden_states`). A layer's
-direction is
+What is read (as Arditi et al. 2024, ``andyrdt/refusal_direction``): the residual stream at
+the **input** of every decoder layer (the stream before the block), at the **post-instruction
+positions** - the chat template's tokens after the user's text (e.g. Gemma's
+``<end_of_turn> <start_of_turn>model``), found by rendering a probe conversation - and, for
+the CAST condition vector, the mean over every real prompt position (mean-pooled prompt, as IBM's
+``activation-steering``).
 
-* ``diff_of_means``: mean(unsafe) - mean(safe), summed in float64; or
-* ``pca``: the first principal component of the paired differences (per group that holds
-  both labels: mean(unsafe in group) - mean(safe in group)), taken without centring - the
-  same as PCA over pairs presented in random order - with its sign fixed so that unsafe
-  samples project higher.
+Two sides define the refusal direction (``method.direction_source``):
 
-Directions are unit vectors. Each layer is scored by how well the projection separates safe
-from unsafe on a held-out part of the calibration split (AUROC; whole groups are held out),
-and gets the threshold τ that maximises balanced accuracy on the calibration split (used by
-conditional steering) and the mean norm of its residual stream (the unit of ``alpha``).
-Everything is saved in one safetensors file with the metadata that made it.
+* ``behaviour``: unsafe samples the base model *refused* (judged REFUSE) against safe samples
+  it *complied* with (judged COMPLY) - a refusal direction, as the reference;
+* ``label``: unsafe against safe samples - an "unsafe input" direction (the project's variant).
+
+Per post-instruction position and layer the raw difference of means (refusal side minus the
+other, float64 sums) is kept for activation addition, and its unit vector (or, with
+``method.direction=pca``, the first principal component of per-group paired differences)
+for ablation. At the last position each layer also gets a held-out AUROC of the projection,
+a threshold τ of best balanced accuracy (bidirectional steering) and its mean residual norm.
+The condition vector (CAST) is the difference of the mean-pooled prompts, unsafe minus safe.
+Everything is saved in one safetensors file with the ids of the samples it was fitted on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import random
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,24 +48,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT = "vsc-calib-steering/1"
+FORMAT = "vsc-calib-steering/2"
 DIRECTION_KINDS = ("diff_of_means", "pca")
-TOKEN_POSITION = "last_prompt_token"
+TOKEN_POSITION = "layer_input@post_instruction"
 _TENSORS = ("directions", "mean_norms", "auroc", "thresholds", "threshold_accuracy")
+_EXTRA = ("mean_diff", "condition")  # float32 like directions
+PROBE_TEXT = "vsc-calib-probe-instruction"
 _CHUNK = 256  # samples per float64 accumulation step (bounds the extra memory)
 
 
 @dataclass(frozen=True)
 class SteeringVectors:
-    """One direction per decoder layer plus what steering needs to use it.
+    """Refusal directions per post-instruction position and layer, plus what steering needs.
 
     Attributes:
-        directions: ``[layers, hidden]`` float32 unit vectors (unsafe projects higher).
-        mean_norms: ``[layers]`` mean residual-stream norm at the last prompt token.
-        auroc: ``[layers]`` held-out AUROC of the projection (unsafe = positive class).
+        directions: ``[positions, layers, hidden]`` float32 unit vectors (refusal side higher).
+        mean_norms: ``[layers]`` mean residual-stream norm at the last position's layer input.
+        auroc: ``[layers]`` held-out AUROC of the last position's projection (refusal side =
+            positive class).
         thresholds: ``[layers]`` τ maximising balanced accuracy of ``projection > τ``.
-        threshold_accuracy: ``[layers]`` that balanced accuracy on the calibration split.
-        meta: strings saved as safetensors metadata (model identity, data hash, ...).
+        threshold_accuracy: ``[layers]`` that balanced accuracy on the fit part.
+        mean_diff: ``[positions, layers, hidden]`` float32 raw difference of means (what
+            activation addition adds at ``alpha=1``).
+        condition: ``[layers, hidden]`` float32 CAST condition vector (mean-pooled prompt,
+            unsafe minus safe).
+        meta: strings saved as safetensors metadata (model identity, fit ids, ...).
     """
 
     directions: torch.Tensor
@@ -67,26 +80,43 @@ class SteeringVectors:
     auroc: torch.Tensor
     thresholds: torch.Tensor
     threshold_accuracy: torch.Tensor
+    mean_diff: torch.Tensor
+    condition: torch.Tensor
     meta: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Fixed dtypes, so a fitted object and its reloaded copy are bit-identical.
-        object.__setattr__(self, "directions", self.directions.detach().to(torch.float32).cpu())
+        for name in ("directions", *_EXTRA):
+            value = getattr(self, name).detach().to(torch.float32).cpu().clone()
+            object.__setattr__(self, name, value)
         for name in _TENSORS[1:]:
             value = getattr(self, name).detach().to(torch.float64).cpu()
             object.__setattr__(self, name, value)
+        if self.directions.ndim != 3 or self.mean_diff.shape != self.directions.shape:
+            raise ValueError(
+                "SteeringVectors: directions and mean_diff must both be [positions, layers, "
+                f"hidden], got {tuple(self.directions.shape)} and {tuple(self.mean_diff.shape)}"
+            )
 
     @property
-    def num_layers(self) -> int:
+    def num_positions(self) -> int:
         return self.directions.shape[0]
 
     @property
-    def hidden_size(self) -> int:
+    def num_layers(self) -> int:
         return self.directions.shape[1]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.directions.shape[2]
+
+    def fit_ids(self) -> list[str]:
+        """Ids of the samples the vectors were fitted on (empty when not recorded)."""
+        return list(json.loads(self.meta.get("fit_ids", "[]")))
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {name: getattr(self, name).contiguous() for name in _TENSORS}
+        tensors = {name: getattr(self, name).contiguous() for name in (*_TENSORS, *_EXTRA)}
         save_file(tensors, str(path), metadata={"format": FORMAT, **self.meta})
 
     @classmethod
@@ -102,19 +132,20 @@ class SteeringVectors:
         with safe_open(str(path), framework="pt") as handle:
             meta = dict(handle.metadata() or {})
         tensors = load_file(str(path))
-        missing = [name for name in _TENSORS if name not in tensors]
+        missing = [name for name in (*_TENSORS, *_EXTRA) if name not in tensors]
         if meta.get("format") != FORMAT or missing:
             raise ValueError(
-                f"{key}={path} is not a steering-vector file of this project "
-                f"(format={meta.get('format')!r}, missing tensors: {missing or 'none'})"
+                f"{key}={path} is not a steering-vector file of this version "
+                f"(format={meta.get('format')!r}, expected {FORMAT!r}; missing tensors: "
+                f"{missing or 'none'}): fit the vectors anew with {key}=null"
             )
         meta.pop("format")
-        return cls(**{name: tensors[name] for name in _TENSORS}, meta=meta)
+        return cls(**{name: tensors[name] for name in (*_TENSORS, *_EXTRA)}, meta=meta)
 
     def content_hash(self) -> str:
         """sha256 of the tensors (not of the metadata): names the vectors in fingerprints."""
         digest = hashlib.sha256()
-        for name in _TENSORS:
+        for name in (*_TENSORS, *_EXTRA):
             digest.update(name.encode())
             digest.update(getattr(self, name).numpy().tobytes())
         return digest.hexdigest()[:16]
@@ -123,15 +154,72 @@ class SteeringVectors:
 # --- reading the residual stream ----------------------------------------------------------
 
 
-def collect_states(
-    vlm: VLM, conversations: Sequence[Conversation], batch_size: int
-) -> torch.Tensor:
-    """Residual stream of every decoder layer at the last prompt token: ``[n, layers, hidden]``."""
-    chunks = [
-        vlm.hidden_states(list(conversations[start : start + batch_size]))
-        for start in range(0, len(conversations), batch_size)
+def post_instruction_length(vlm: VLM) -> int:
+    """How many template tokens follow the user's text (at least 1), as the reference's
+    ``eoi_toks``: a probe conversation is rendered and the text after the probe tokenised."""
+    probe = [{"role": "user", "content": [{"type": "text", "text": PROBE_TEXT}]}]
+    rendered = vlm.render([probe])[0]
+    if PROBE_TEXT not in rendered:
+        return 1
+    suffix = rendered.split(PROBE_TEXT, 1)[1]
+    return max(1, len(vlm.tokenizer(suffix, add_special_tokens=False)["input_ids"]))
+
+
+def layer_input(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The hidden states a decoder layer is called with (first argument or keyword)."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
+@torch.inference_mode()
+def read_prompt_states(
+    vlm: VLM, conversations: Sequence[Conversation], batch_size: int, n_positions: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The residual stream at every decoder layer's input for each conversation.
+
+    Returns:
+        ``post``: float32 ``[n, n_positions, layers, hidden]`` at the last ``n_positions``
+        prompt positions (the post-instruction tokens; prompts are left-padded), and
+        ``pooled``: float32 ``[n, layers, hidden]``, the mean over every real prompt position.
+    """
+    posts, pools = [], []
+    for start in range(0, len(conversations), batch_size):
+        post, pooled = _read_batch(vlm, conversations[start : start + batch_size], n_positions)
+        posts.append(post)
+        pools.append(pooled)
+    return torch.cat(posts), torch.cat(pools)
+
+
+def _read_batch(
+    vlm: VLM, conversations: Sequence[Conversation], n_positions: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = vlm.encode(list(conversations))
+    real = batch["attention_mask"].to(torch.float32).unsqueeze(-1)  # [b, t, 1]
+    post: dict[int, torch.Tensor] = {}
+    pooled: dict[int, torch.Tensor] = {}
+
+    def reader(index: int):
+        def hook(_module, args, kwargs):
+            hidden = layer_input(args, kwargs).detach().to(torch.float32)
+            weights = real.to(hidden.device)
+            post[index] = hidden[:, -n_positions:, :].cpu()
+            pooled[index] = ((hidden * weights).sum(1) / weights.sum(1)).cpu()
+
+        return hook
+
+    layers = vlm.decoder_layers
+    handles = [
+        layer.register_forward_pre_hook(reader(i), with_kwargs=True)
+        for i, layer in enumerate(layers)
     ]
-    return torch.cat(chunks, dim=0)
+    try:
+        vlm.model(**batch, use_cache=False, logits_to_keep=1)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return (
+        torch.stack([post[i] for i in range(len(layers))], dim=2),
+        torch.stack([pooled[i] for i in range(len(layers))], dim=1),
+    )
 
 
 # --- directions -------------------------------------------------------------------------
@@ -208,13 +296,14 @@ def unit_directions(
         else paired_pca(states, is_unsafe, groups)
     )
     norms = raw.norm(dim=-1, keepdim=True)
-    if (norms == 0).any():
-        layers = torch.nonzero(norms.squeeze(-1) == 0).flatten().tolist()
+    if (norms == 0).all():
         raise ValueError(
-            f"steering direction is zero at layers {layers}: safe and unsafe calibration "
-            "samples give identical residual streams there"
+            "steering direction is zero at every layer: the two sides of the fit part give "
+            "identical residual streams"
         )
-    return raw / norms
+    # A layer where both sides agree (e.g. layer 0 at template tokens: same embeddings) keeps
+    # a zero direction; selection skips it.
+    return raw / norms.clamp(min=torch.finfo(torch.float64).tiny)
 
 
 def project(states: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
@@ -276,8 +365,8 @@ def best_threshold(projections: torch.Tensor, is_unsafe: torch.Tensor) -> tuple[
 
 
 def candidate_layers(num_layers: int, skip_last: float) -> list[int]:
-    """Layers ``auto`` may pick: all but the last ``floor(skip_last * num_layers)`` (>= 1)."""
-    return list(range(max(1, num_layers - math.floor(skip_last * num_layers))))
+    """Layers ``auto`` may pick: the reference's ``layer < int(n * (1 - skip_last))`` (>= 1)."""
+    return list(range(max(1, int(num_layers * (1.0 - skip_last)))))
 
 
 def choose_layer(scores: torch.Tensor, skip_last: float) -> int:
@@ -314,7 +403,10 @@ def holdout_split(
 
 
 def vectors_from_states(
-    states: torch.Tensor,
+    post: torch.Tensor,
+    pooled: torch.Tensor,
+    refusal_side: torch.Tensor,
+    in_sides: torch.Tensor,
     is_unsafe: torch.Tensor,
     groups: Sequence[str],
     *,
@@ -323,25 +415,46 @@ def vectors_from_states(
     seed: int,
     meta: dict[str, str] | None = None,
 ) -> SteeringVectors:
-    """Fit, score and threshold every layer from states ``[n, layers, hidden]``."""
-    fit_rows, held_rows, scored_on = holdout_split(groups, is_unsafe, holdout, seed)
-    fit_groups = [groups[i] for i in fit_rows.tolist()]
-    scoring = unit_directions(states[fit_rows], is_unsafe[fit_rows], fit_groups, direction)
-    held_projections = project(states[held_rows], scoring)
-    scores = torch.tensor(
+    """Fit every position and layer from states read by :func:`read_prompt_states`.
+
+    Args:
+        post: ``[n, positions, layers, hidden]``; pooled: ``[n, layers, hidden]``.
+        refusal_side: per row, True on the refusal side (used where ``in_sides``).
+        in_sides: per row, whether it belongs to one of the two sides of the direction.
+        is_unsafe: per row, the data's label (the CAST condition vector's contrast).
+        groups: per row, the query group (held-out scoring and ``pca`` pairs).
+    """
+    rows = torch.nonzero(in_sides).flatten()
+    side_states = post[rows]
+    flags = refusal_side[rows]
+    side_groups = [groups[i] for i in rows.tolist()]
+    n_positions = post.shape[1]
+    mean_diff = torch.stack([diff_of_means(side_states[:, p], flags) for p in range(n_positions)])
+    directions = torch.stack(
         [
-            auroc(held_projections[:, layer], is_unsafe[held_rows])
-            for layer in range(states.shape[1])
+            unit_directions(side_states[:, p], flags, side_groups, direction)
+            for p in range(n_positions)
         ]
     )
-    directions = unit_directions(states, is_unsafe, groups, direction)
-    projections = project(states, directions)
-    cuts = [best_threshold(projections[:, layer], is_unsafe) for layer in range(states.shape[1])]
+    last = side_states[:, -1]  # [n, layers, hidden]: the last post-instruction position
+    fit_rows, held_rows, scored_on = holdout_split(side_groups, flags, holdout, seed)
+    fit_groups = [side_groups[i] for i in fit_rows.tolist()]
+    scoring = unit_directions(last[fit_rows], flags[fit_rows], fit_groups, direction)
+    held_projections = project(last[held_rows], scoring)
+    scores = torch.tensor(
+        [auroc(held_projections[:, layer], flags[held_rows]) for layer in range(last.shape[1])]
+    )
+    projections = project(last, directions[-1].to(torch.float64))
+    cuts = [best_threshold(projections[:, layer], flags) for layer in range(last.shape[1])]
+    condition = diff_of_means(pooled, is_unsafe)
     info = {
         "direction": direction,
         "token_position": TOKEN_POSITION,
-        "num_layers": str(states.shape[1]),
-        "hidden_size": str(states.shape[2]),
+        "num_positions": str(n_positions),
+        "num_layers": str(post.shape[2]),
+        "hidden_size": str(post.shape[3]),
+        "n_refusal_side": str(int(flags.sum())),
+        "n_other_side": str(int((~flags).sum())),
         "n_unsafe": str(int(is_unsafe.sum())),
         "n_safe": str(int((~is_unsafe).sum())),
         "holdout": str(holdout),
@@ -351,10 +464,12 @@ def vectors_from_states(
     }
     return SteeringVectors(
         directions=directions,
-        mean_norms=mean_norms(states),
+        mean_norms=mean_norms(last),
         auroc=scores,
         thresholds=torch.tensor([tau for tau, _ in cuts], dtype=torch.float64),
         threshold_accuracy=torch.tensor([acc for _, acc in cuts], dtype=torch.float64),
+        mean_diff=mean_diff,
+        condition=condition,
         meta=info,
     )
 
@@ -365,7 +480,7 @@ def labelled(samples: Sequence[Sample]) -> list[Sample]:
     n_unsafe = sum(s.label == "unsafe" for s in kept)
     if n_unsafe == 0 or n_unsafe == len(kept):
         raise ValueError(
-            f"steering needs safe and unsafe calibration samples; the calibration split has "
+            f"steering needs safe and unsafe samples in the fit part; it has "
             f"{n_unsafe} unsafe and {len(kept) - n_unsafe} safe. Give the data config a "
             "calibration split (see conf/data/) or load saved vectors with method.vectors=<path>."
         )
@@ -381,24 +496,47 @@ def fit_vectors(
     seed: int,
     batch_size: int,
     conversation: Callable[[Sample], Conversation] = default_conversation,
+    sides: Mapping[str, bool] | None = None,
+    meta: Mapping[str, str] | None = None,
 ) -> SteeringVectors:
-    """Read the residual stream of the labelled calibration samples and fit every layer."""
+    """Read the residual stream of the labelled fit samples and fit every position and layer.
+
+    Args:
+        sides: sample id -> True (refusal side) / False (other side) for the refusal
+            direction (``direction_source=behaviour``); samples not in it are used only for
+            the condition vector. None = by label (unsafe = refusal side).
+        meta: extra metadata to save (e.g. the refusal tokens).
+    """
     kept = labelled(samples)
-    states = collect_states(vlm, [conversation(s) for s in kept], batch_size)
+    n_positions = post_instruction_length(vlm)
+    post, pooled = read_prompt_states(vlm, [conversation(s) for s in kept], batch_size, n_positions)
     is_unsafe = torch.tensor([s.label == "unsafe" for s in kept])
-    meta = {
+    if sides is None:
+        refusal_side, in_sides = is_unsafe.clone(), torch.ones_like(is_unsafe)
+        source = "label"
+    else:
+        refusal_side = torch.tensor([bool(sides.get(s.id, False)) for s in kept])
+        in_sides = torch.tensor([s.id in sides for s in kept])
+        source = "behaviour"
+    info = {
         "model_identity": vlm.identity,
         "model_name": vlm.name,
         "data_hash": samples_digest(kept),
+        "direction_source": source,
+        "fit_ids": json.dumps(sorted(s.id for s in kept)),
+        **(meta or {}),
     }
     return vectors_from_states(
-        states,
+        post,
+        pooled,
+        refusal_side,
+        in_sides,
         is_unsafe,
         [s.group for s in kept],
         direction=direction,
         holdout=holdout,
         seed=seed,
-        meta=meta,
+        meta=info,
     )
 
 

@@ -6,11 +6,14 @@ same evaluation samples of the configured data (default: the embedded sample), i
 * one prompt at a time (how the benchmark authors' scripts generate) vs batches of
   ``generation.batch_size`` (length-sorted, as a run does);
 * a first run that fills a fresh generation cache vs the same run again, served by it;
-* steering off vs on (a fixed vector on the middle layer, ``conf/method/steering.yaml``
-  otherwise).
+* steering off vs on, each mode of ``--steering-modes`` (a fixed random vector steered at the
+  middle layer's input, ``conf/method/steering.yaml`` otherwise), with a **fixed number of new
+  tokens** (``min_new_tokens = max_new_tokens``) and no cache, so the ratio measures the hooks
+  and not outputs of different lengths.
 
 It prints a table, then as its last line one JSON object with ``batched_speedup``,
-``cache_speedup`` and ``steering_overhead`` (of the last model listed) and ``peak_rss_mb``.
+``cache_speedup``, ``steering_overhead`` (the first steering mode) and
+``steering_overhead_by_mode`` (of the last model listed) and ``peak_rss_mb``.
 The device comes from the model config, so the same command measures a GPU::
 
     calib-bench                                        # tiny + tiny_bench, 32 samples
@@ -65,14 +68,20 @@ def timed(call: Callable[..., Any], *args: Any) -> float:
     return time.perf_counter() - start
 
 
-def steering_method(model: str, overrides: Sequence[str], vlm: VLM) -> CalibrationMethod:
-    """SteeringMethod from conf/method/steering.yaml with a fixed random unit vector."""
+def steering_method(
+    model: str, overrides: Sequence[str], vlm: VLM, mode: str = "add"
+) -> CalibrationMethod:
+    """SteeringMethod from conf/method/steering.yaml (``mode`` set) with fixed random vectors
+    at the middle layer (conditional: the condition read there too, τ = -1, always met)."""
 
     steering_cfg = model_config(model, [*overrides, "method=steering"]).method
-    method = instantiate(steering_cfg, layer=vlm.num_layers // 2, _convert_="all")
+    method = instantiate(
+        steering_cfg, layer=vlm.num_layers // 2, mode=mode, judge=None, _convert_="all"
+    )
     generator = torch.Generator().manual_seed(0)
-    directions = torch.randn(vlm.num_layers, vlm.hidden_size, generator=generator)
-    directions = directions / directions.norm(dim=1, keepdim=True)
+    shape = (1, vlm.num_layers, vlm.hidden_size)
+    directions = torch.randn(shape, generator=generator)
+    directions = directions / directions.norm(dim=-1, keepdim=True)
     zeros = torch.zeros(vlm.num_layers)
     vectors = SteeringVectors(
         directions=directions,
@@ -80,40 +89,63 @@ def steering_method(model: str, overrides: Sequence[str], vlm: VLM) -> Calibrati
         auroc=zeros + 0.5,
         thresholds=zeros,
         threshold_accuracy=zeros,
+        mean_diff=directions,
+        condition=torch.randn(shape[1:], generator=generator),
         meta={"source": "calib-bench fixed random vector"},
     )
-    method.use_vectors(vectors, vlm.num_layers)
+    condition = {"layer": vlm.num_layers // 2, "tau": -1.0, "above": True}
+    method.use_vectors(vectors, vlm.num_layers, condition=condition)
     return method
 
 
-def bench_model(model: str, overrides: Sequence[str], n_samples: int, repeats: int) -> dict:
+def bench_model(
+    model: str,
+    overrides: Sequence[str],
+    n_samples: int,
+    repeats: int,
+    modes: Sequence[str] = ("add",),
+) -> dict:
     """Every timing for one model (seconds) and the ratios they give."""
     cfg = model_config(model, overrides)
     vlm = load_model(cfg)
     samples = spread(load_data(cfg).evaluation, n_samples)
     decoding = decoding_settings(cfg)
+    # Steering is timed at a fixed length: every response gets exactly max_new_tokens tokens.
+    fixed = {**decoding, "min_new_tokens": decoding["max_new_tokens"]}
     batch_size = cfg.generation.batch_size
 
-    def run(method: CalibrationMethod, size: int, cache: GenerationCache | None = None):
+    def run(
+        method: CalibrationMethod,
+        size: int,
+        cache: GenerationCache | None = None,
+        settings: dict | None = None,
+    ):
         return generate(
-            vlm, method, samples, batch_size=size, decoding=decoding, cache=cache, progress=False
+            vlm,
+            method,
+            samples,
+            batch_size=size,
+            decoding=settings or decoding,
+            cache=cache,
+            progress=False,
         )
 
     none = NoMethod()
-    steering = steering_method(model, overrides, vlm)
+    steerings = {mode: steering_method(model, overrides, vlm, mode) for mode in modes}
     run(none, batch_size)  # warm-up: first-call allocations and lazy initialisation
     times: dict[str, list[float]] = {
         "one": [],
         "batched": [],
-        "steered": [],
+        "fixed_off": [],
         "first": [],
         "cached": [],
+        **{f"fixed_{mode}": [] for mode in modes},
     }
     for _ in range(repeats):  # interleaved and best-of, so load from elsewhere hits all alike
         times["one"].append(timed(run, none, 1))
         times["batched"].append(timed(run, none, batch_size))
-        if steering is not None:
-            times["steered"].append(timed(run, steering, batch_size))
+        for mode, steering in [("off", none), *steerings.items()]:
+            times[f"fixed_{mode}"].append(timed(run, steering, batch_size, None, fixed))
         with tempfile.TemporaryDirectory(prefix="calib-bench-") as folder:
             cache = GenerationCache.in_dir(folder)
             times["first"].append(timed(run, none, batch_size, cache))
@@ -133,13 +165,17 @@ def bench_model(model: str, overrides: Sequence[str], n_samples: int, repeats: i
         "batched_s": best["batched"],
         "first_run_s": best["first"],
         "cached_run_s": best["cached"],
-        "steering_off_s": best["batched"] if steering is not None else None,
-        "steering_on_s": best["steered"],
+        "steering_off_s": best["fixed_off"],
+        "steering_on_s": best[f"fixed_{modes[0]}"] if modes else None,
+        "steering_on_s_by_mode": {mode: best[f"fixed_{mode}"] for mode in modes},
     }
     result["batched_speedup"] = result["one_at_a_time_s"] / result["batched_s"]
     result["cache_speedup"] = result["first_run_s"] / result["cached_run_s"]
+    result["steering_overhead_by_mode"] = {
+        mode: best[f"fixed_{mode}"] / best["fixed_off"] for mode in modes
+    }
     result["steering_overhead"] = (
-        result["steering_on_s"] / result["steering_off_s"] if steering is not None else None
+        result["steering_overhead_by_mode"].get(modes[0]) if modes else None
     )
     return result
 
@@ -154,8 +190,8 @@ ROWS = [
     ("first run, filling the cache (s)", "first_run_s", "{:.2f}"),
     ("re-run from the cache (s)", "cached_run_s", "{:.3f}"),
     ("  cache speedup", "cache_speedup", "{:.0f}x"),
-    ("steering off (s)", "steering_off_s", "{:.2f}"),
-    ("steering on (s)", "steering_on_s", "{:.2f}"),
+    ("steering off, fixed length (s)", "steering_off_s", "{:.2f}"),
+    ("steering on, fixed length (s)", "steering_on_s", "{:.2f}"),
     ("  steering overhead", "steering_overhead", "{:.3f}"),
 ]
 
@@ -163,10 +199,17 @@ ROWS = [
 def table(results: Sequence[dict]) -> str:
     header = ["", *(f"{r['name']} (batch {r['batch_size']})" for r in results)]
     lines = [header]
-    for title, key, fmt in ROWS:
+    modes = list(results[0].get("steering_overhead_by_mode", {})) if results else []
+    extra = [
+        (f"  overhead, mode={mode}", ("steering_overhead_by_mode", mode), "{:.3f}")
+        for mode in modes
+    ]
+    for title, key, fmt in [*ROWS, *extra]:
         cells = []
         for r in results:
-            if key is None:
+            if isinstance(key, tuple):
+                cells.append(fmt.format(r[key[0]][key[1]]))
+            elif key is None:
                 cells.append(f"{r['samples']} x {r['max_new_tokens']}")
             elif r.get(key) is None:
                 cells.append("n/a")
@@ -204,6 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: tiny only, 6 samples, 4 new tokens"
     )
+    parser.add_argument(
+        "--steering-modes",
+        default="add,ablate,conditional",
+        help="comma-separated method.mode values timed against no steering (fixed length)",
+    )
     args = parser.parse_args(argv)
     return run_program("calib-bench", lambda: _bench_command(args))
 
@@ -218,7 +266,8 @@ def _bench_command(args) -> int:
     results = []
     for model in models:
         print(f"benchmarking model={model} ...", file=sys.stderr, flush=True)
-        results.append(bench_model(model, overrides, n_samples, repeats))
+        modes = [m for m in args.steering_modes.split(",") if m]
+        results.append(bench_model(model, overrides, n_samples, repeats, modes))
     print(table(results))
     headline = results[-1]
     summary = {
@@ -227,6 +276,9 @@ def _bench_command(args) -> int:
         "steering_overhead": None
         if headline["steering_overhead"] is None
         else round(headline["steering_overhead"], 4),
+        "steering_overhead_by_mode": {
+            mode: round(ratio, 4) for mode, ratio in headline["steering_overhead_by_mode"].items()
+        },
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
         if torch.cuda.is_available()

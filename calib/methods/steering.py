@@ -1,35 +1,46 @@
-"""Calibration by activation steering of one decoder layer's residual stream.
+"""Calibration by activation steering of the residual stream (README: "Steering").
+
+Vectors (:mod:`train.steering`) are fitted on the fit part at every decoder layer's input;
+where to steer is chosen on the validation part (:mod:`calib.methods.steering_select`); the
+hooks (:mod:`calib.methods.steering_hooks`) live only inside :meth:`SteeringMethod.active`.
 
 Modes (``method.mode``):
 
-* ``add``: add ``alpha * mean_norm * v`` (``v`` the unit direction, ``mean_norm`` the layer's
-  mean residual-stream norm on the calibration split): ``alpha > 0`` pushes toward refusal
-  (against undersafety), ``alpha < 0`` away from it (against oversafety);
-* ``ablate``: project ``v`` out of the residual stream;
-* ``conditional``: read each prompt's projection on ``v`` at the last prompt token of the
-  steered layer; above τ add ``+alpha * mean_norm * v``, below it ``-alpha * mean_norm * v``.
-
-Positions (``method.positions``): ``all`` steers every prompt and generated token;
-``generated`` steers the positions that produce new tokens - the last prompt token and each
-generated token. Padding is never touched. Hooks live only inside :meth:`active`.
+* ``add``: add ``alpha`` × the raw mean difference (``alpha_unit=diff``, the reference's
+  activation addition at ``alpha=1``) or ``alpha`` × the layer's mean residual norm × the
+  unit direction (``alpha_unit=norm``) at the chosen layer's input; ``alpha > 0`` toward
+  refusal, ``< 0`` away from it;
+* ``ablate``: project the unit direction out of every layer's input and every attention and
+  MLP output (``ablate_layers=all``, Arditi et al.) or of the chosen layer's input only
+  (``selected``); ``orthogonalize=true`` edits the weights instead (same logits, no hooks);
+* ``conditional`` (CAST, Lee et al. 2024): the prompt's mean-pooled state at the condition
+  layer is compared with a condition vector (unsafe vs safe); only when the condition holds
+  is the behaviour (refusal) vector added, for the whole generation;
+* ``bidirectional`` (the project's variant): the last prompt token's projection on the unit
+  direction decides the sign: ``+alpha`` above τ, ``-alpha`` below.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from collections.abc import Iterator, Sequence
+import os
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from calib.chat import default_conversation
-from calib.errors import ConfigError
+from calib.errors import ConfigError, DataError
 from calib.io import write_json_atomic
+from calib.methods.none import base_answers
+from calib.methods.refusals import refusal_templates
+from calib.methods.steering_hooks import SteeringHooks, SteeringPlan, orthogonalized
+from calib.methods.steering_select import select_by_effect, select_condition
 from calib.model import VLM
-from calib.types import Conversation, Sample
+from calib.types import Conversation, Judge, Label, Sample
 from train.steering import (
     DIRECTION_KINDS,
     SteeringVectors,
@@ -41,39 +52,23 @@ from train.steering import (
 
 log = logging.getLogger(__name__)
 
-MODES = ("add", "ablate", "conditional")
-POSITIONS = ("all", "generated")
+MODES = ("add", "ablate", "conditional", "bidirectional")
+POSITIONS = ("all", "prompt", "generated", "text_only")
+SOURCES = ("behaviour", "label")
+LAYER_SELECT = ("effect", "auroc")
+ALPHA_UNITS = ("diff", "norm")
 VECTORS_FILE = "steering_vectors.safetensors"
-
-
-@dataclass(frozen=True)
-class SteeringPlan:
-    """What the hooks do, resolved after fitting."""
-
-    layer: int
-    direction: torch.Tensor  # [hidden] float32 unit vector
-    scale: float  # alpha * mean residual norm of the layer
-    mode: str
-    positions: str
-    tau: float | None  # conditional only
+SELECTION_FILE = "selection.json"
 
 
 class SteeringMethod:
-    """Steers one decoder layer along a safety direction fitted on the calibration split.
+    """Steers the residual stream along a refusal direction fitted on the fit part.
 
-    Args:
-        mode: ``add`` | ``ablate`` | ``conditional``.
-        alpha: strength in units of the layer's mean residual-stream norm.
-        layer: decoder layer index, or ``"auto"`` (best held-out AUROC among the candidates).
-        positions: ``all`` | ``generated``.
-        tau: conditional threshold; None = the one maximising balanced accuracy on the
-            calibration split.
-        direction: ``diff_of_means`` | ``pca``.
-        vectors: path of saved vectors to load instead of fitting; None = fit.
-        holdout: fraction of calibration groups held out to score layers.
-        skip_last: fraction of the final layers ``auto`` never picks.
-        forward_batch_size: prompts per forward pass when reading the residual stream.
-        seed: seeds the held-out split.
+    Args (the keys of ``conf/method/steering.yaml``, documented there):
+        mode, alpha, alpha_unit, layer, layer_select, positions, direction_source,
+        ablate_layers, orthogonalize, tau, condition_layer, direction, vectors,
+        allow_overlap, holdout, skip_last, kl_max, min_actadd_score, selection_samples,
+        forward_batch_size, seed, judge, decoding, generate_batch_size, cache_dir.
     """
 
     def __init__(
@@ -90,35 +85,74 @@ class SteeringMethod:
         skip_last: float,
         forward_batch_size: int,
         seed: int,
+        alpha_unit: str = "diff",
+        layer_select: str = "effect",
+        direction_source: str = "label",
+        ablate_layers: str = "all",
+        orthogonalize: bool = False,
+        condition_layer: int | str = "auto",
+        allow_overlap: bool = False,
+        kl_max: float = 0.1,
+        min_actadd_score: float | None = 0.0,
+        selection_samples: int = 32,
+        judge: Judge | None = None,
+        decoding: Mapping[str, Any] | None = None,
+        generate_batch_size: int = 8,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
-        problems = _config_problems(
-            mode, alpha, layer, positions, tau, direction, holdout, skip_last, forward_batch_size
-        )
+        problems = _config_problems(locals())
         if problems:
             raise ConfigError(problems)
         self.mode = mode
         self.alpha = float(alpha)
+        self.alpha_unit = alpha_unit
         self.layer = layer
+        self.layer_select = layer_select
         self.positions = positions
+        self.direction_source = direction_source
+        self.ablate_layers = ablate_layers
+        self.orthogonalize = bool(orthogonalize)
         self.tau = None if tau is None else float(tau)
+        self.condition_layer = condition_layer
         self.direction = direction
         self.vectors_path = None if vectors is None else Path(vectors)
+        self.allow_overlap = bool(allow_overlap)
         self.holdout = float(holdout)
         self.skip_last = float(skip_last)
+        self.kl_max = float(kl_max)
+        self.min_actadd_score = None if min_actadd_score is None else float(min_actadd_score)
+        self.selection_samples = selection_samples
         self.forward_batch_size = forward_batch_size
         self.seed = seed
+        self.judge = judge
+        self.decoding = dict(decoding or {"max_new_tokens": 64, "do_sample": False})
+        self.generate_batch_size = generate_batch_size
+        self.cache_dir = cache_dir
         self.vectors: SteeringVectors | None = None
         self.plan: SteeringPlan | None = None
+        self.selection: dict[str, Any] = {}
+        self._behaviour: dict[str, Any] = {}
 
     # --- fitting ----------------------------------------------------------------------
 
-    def fit(self, vlm: VLM, samples: Sequence[Sample], workdir: Path) -> None:
-        """Fit (or load) the vectors, choose the layer and τ; write them into ``workdir``."""
+    def fit(
+        self,
+        vlm: VLM,
+        samples: Sequence[Sample],
+        workdir: Path,
+        validation: Sequence[Sample] = (),
+    ) -> None:
+        """Fit (or load) the vectors on ``samples`` (the fit part), choose where to steer on
+        ``validation``; write vectors, ``selection.json`` and layer scores into ``workdir``."""
         workdir.mkdir(parents=True, exist_ok=True)
         if self.vectors_path is not None:
             vectors = SteeringVectors.load(self.vectors_path)
             _check_compatible(vectors, vlm, self.vectors_path)
         else:
+            sides, tokens = None, None
+            if self.direction_source == "behaviour":
+                sides, tokens = self._behaviour_sides(vlm, samples)
+            tokens = tokens or template_refusal_tokens(vlm)
             vectors = fit_vectors(
                 vlm,
                 samples,
@@ -127,46 +161,210 @@ class SteeringMethod:
                 seed=self.seed,
                 batch_size=self.forward_batch_size,
                 conversation=self.conversation,
+                sides=sides,
+                meta={"refusal_tokens": json.dumps(tokens)},
             )
         vectors.save(workdir / VECTORS_FILE)
-        self.use_vectors(vectors, vlm.num_layers)
+        self.select(vlm, vectors, validation)
         assert self.plan is not None
+        if self.selection:
+            write_json_atomic(workdir / SELECTION_FILE, self.selection)
         write_layer_scores(
             vectors, self.plan.layer, candidate_layers(vectors.num_layers, self.skip_last), workdir
         )
-        if self.mode == "conditional":
+        if self.mode == "bidirectional":
             write_json_atomic(workdir / "threshold.json", self._threshold_report(vectors))
-        log.info(
-            "steering: layer %d, mode %s, alpha %g, tau %s",
-            self.plan.layer,
-            self.mode,
-            self.alpha,
-            self.plan.tau,
-        )
+        log.info("steering: %s", self.describe())
 
-    def use_vectors(self, vectors: SteeringVectors, num_layers: int) -> None:
-        """Resolve layer, scale and τ from ``vectors`` (``fit`` calls this; tests may too)."""
-        if self.layer == "auto":
-            layer = choose_layer(vectors.auroc, self.skip_last)
-        elif not 0 <= int(self.layer) < num_layers:
+    def _behaviour_sides(
+        self, vlm: VLM, samples: Sequence[Sample]
+    ) -> tuple[dict[str, bool], list[int]]:
+        """The base model's own answers on the fit part, judged: unsafe samples it refused
+        (REFUSE) are the refusal side, safe samples it complied with (COMPLY) the other."""
+        if self.judge is None:
             raise ConfigError(
-                f"method.layer={self.layer} is out of range: model has {num_layers} decoder "
-                f"layers (0..{num_layers - 1}); pick one in range or method.layer=auto"
+                "method.direction_source=behaviour needs method.judge (the run's judge: "
+                "judge: ${judge} in conf/method/steering.yaml)"
             )
-        else:
+        kept = [s for s in samples if s.label in ("safe", "unsafe")]
+        answers = base_answers(
+            vlm,
+            kept,
+            batch_size=self.generate_batch_size,
+            decoding=self.decoding,
+            cache_dir=self.cache_dir,
+        )
+        labels = self.judge.label(kept, answers) if kept else []
+        sides: dict[str, bool] = {}
+        refusals: list[str] = []
+        for sample, answer, label in zip(kept, answers, labels, strict=True):
+            if sample.label == "unsafe" and label == Label.REFUSE:
+                sides[sample.id] = True
+                refusals.append(answer)
+            elif sample.label == "safe" and label == Label.COMPLY:
+                sides[sample.id] = False
+        counts = {
+            "unsafe_refused": sum(sides.values()),
+            "safe_complied": sum(not v for v in sides.values()),
+            "unsafe": sum(s.label == "unsafe" for s in kept),
+            "safe": sum(s.label == "safe" for s in kept),
+            "unsafe_labels": dict(
+                Counter(
+                    lab.value for s, lab in zip(kept, labels, strict=True) if s.label == "unsafe"
+                )
+            ),
+            "safe_labels": dict(
+                Counter(lab.value for s, lab in zip(kept, labels, strict=True) if s.label == "safe")
+            ),
+        }
+        self._behaviour = counts
+        if counts["unsafe_refused"] == 0 or counts["safe_complied"] == 0:
+            raise DataError(
+                f"method.direction_source=behaviour: the base model refused "
+                f"{counts['unsafe_refused']} of {counts['unsafe']} unsafe fit samples "
+                f"(judged {counts['unsafe_labels']}) and complied with {counts['safe_complied']} "
+                f"of {counts['safe']} safe ones (judged {counts['safe_labels']}); both sides need "
+                "samples. Use method.direction_source=label, a larger fit part, or a model "
+                "that refuses."
+            )
+        return sides, answer_refusal_tokens(vlm, refusals)
+
+    def select(self, vlm: VLM, vectors: SteeringVectors, validation: Sequence[Sample]) -> None:
+        """Choose position, layer (and CAST's condition) and build the plan."""
+        num_layers = vlm.num_layers
+        self.selection = {}
+        position = vectors.num_positions - 1  # the last post-instruction token
+        if self.layer != "auto":
+            if not 0 <= int(self.layer) < num_layers:
+                raise ConfigError(
+                    f"method.layer={self.layer} is out of range: model has {num_layers} decoder "
+                    f"layers (0..{num_layers - 1}); pick one in range or method.layer=auto"
+                )
             layer = int(self.layer)
-        tau = None
+        elif self.layer_select == "auroc":
+            layer = choose_layer(vectors.auroc, self.skip_last)
+            self.selection["layer"] = {"rule": "best held-out AUROC", "layer": layer}
+        else:
+            report = select_by_effect(
+                vlm,
+                vectors,
+                validation,
+                conversation=self.conversation,
+                refusal_tokens=json.loads(vectors.meta.get("refusal_tokens", "null"))
+                or template_refusal_tokens(vlm),
+                skip_last=self.skip_last,
+                kl_max=self.kl_max,
+                min_actadd_score=self.min_actadd_score,
+                limit=self.selection_samples,
+                batch_size=self.forward_batch_size,
+                seed=self.seed,
+            )
+            layer, position = report["layer"], vectors.num_positions + report["position"]
+            self.selection["layer"] = report
+        condition = None
         if self.mode == "conditional":
+            condition = self._condition(vlm, vectors, validation, layer)
+            self.selection["condition"] = condition
+        if self._behaviour:
+            self.selection["behaviour"] = self._behaviour
+        self.use_vectors(vectors, num_layers, layer=layer, position=position, condition=condition)
+
+    def _condition(
+        self, vlm: VLM, vectors: SteeringVectors, validation: Sequence[Sample], layer: int
+    ) -> dict[str, Any]:
+        if self.tau is not None and self.condition_layer != "auto":
+            return {
+                "layer": int(self.condition_layer),
+                "tau": self.tau,
+                "above": True,
+                "rule": "method.tau and method.condition_layer (similarity > tau)",
+            }
+        report = select_condition(
+            vlm,
+            vectors,
+            validation,
+            conversation=self.conversation,
+            max_layer=layer if self.condition_layer == "auto" else int(self.condition_layer),
+            limit=self.selection_samples,
+            batch_size=self.forward_batch_size,
+            seed=self.seed,
+        )
+        if self.condition_layer != "auto":
+            row = report["candidates"][int(self.condition_layer)]
+            report.update(layer=row["layer"], tau=row["tau"], above=row["above"], f1=row["f1"])
+        if self.tau is not None:
+            report.update(tau=self.tau, rule=report["rule"] + "; tau from method.tau")
+        return report
+
+    def use_vectors(
+        self,
+        vectors: SteeringVectors,
+        num_layers: int,
+        *,
+        layer: int | None = None,
+        position: int | None = None,
+        condition: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Build the plan from ``vectors`` (``fit`` calls this; tests and calib-bench may too).
+
+        Without ``layer`` it uses ``method.layer`` (an index) or the best AUROC; without
+        ``position`` the last post-instruction token; a conditional plan without
+        ``condition`` reads at the steered layer with ``method.tau`` (default 0).
+        """
+        if layer is None:
+            layer = (
+                choose_layer(vectors.auroc, self.skip_last)
+                if self.layer == "auto"
+                else int(self.layer)
+            )
+        if not 0 <= layer < num_layers:
+            raise ConfigError(
+                f"method.layer={layer} is out of range: model has {num_layers} decoder layers "
+                f"(0..{num_layers - 1}); pick one in range or method.layer=auto"
+            )
+        p = vectors.num_positions - 1 if position is None else position
+        unit = vectors.directions[p, layer]
+        if not bool(unit.any()):
+            raise ConfigError(
+                f"method.layer={layer}: the two sides of the fit part give the same residual "
+                "stream at this layer's input (a zero direction; layer 0 reads the template's "
+                "embeddings), so there is nothing to steer: pick a later layer or method.layer=auto"
+            )
+        if self.alpha_unit == "diff":
+            vector = self.alpha * vectors.mean_diff[p, layer]
+        else:
+            vector = self.alpha * float(vectors.mean_norms[layer]) * unit
+        tau, cond_layer, above, cond_vector = None, None, True, None
+        if self.mode == "bidirectional":
             tau = self.tau if self.tau is not None else float(vectors.thresholds[layer])
+        if self.mode == "conditional":
+            condition = dict(condition or {"layer": layer, "tau": self.tau or 0.0, "above": True})
+            cond_layer, tau, above = (
+                int(condition["layer"]),
+                float(condition["tau"]),
+                condition["above"],
+            )
+            cond_vector = vectors.condition[cond_layer]
+            if cond_layer > layer:
+                raise ConfigError(
+                    f"method.condition_layer={cond_layer} comes after the steered layer {layer}: "
+                    "the condition must be read before the behaviour vector is added"
+                )
         self.vectors = vectors
         self.plan = SteeringPlan(
-            layer=layer,
-            direction=vectors.directions[layer],
-            scale=self.alpha * float(vectors.mean_norms[layer]),
             mode=self.mode,
+            layer=layer,
             positions=self.positions,
+            vector=vector,
+            direction=unit,
+            ablate_layers=self.ablate_layers,
+            scale=float(vector.norm()),
             tau=tau,
+            condition=cond_vector,
+            condition_layer=cond_layer,
+            condition_above=bool(above),
         )
+        self._position = p
 
     def _threshold_report(self, vectors: SteeringVectors) -> dict:
         assert self.plan is not None
@@ -175,11 +373,42 @@ class SteeringMethod:
         return {
             "layer": layer,
             "tau": self.plan.tau,
-            "source": "calibration split (max balanced accuracy)" if from_data else "method.tau",
+            "source": "fit part (max balanced accuracy)" if from_data else "method.tau",
             "balanced_accuracy": float(vectors.threshold_accuracy[layer]) if from_data else None,
-            "n_unsafe": vectors.meta.get("n_unsafe"),
-            "n_safe": vectors.meta.get("n_safe"),
+            "n_refusal_side": vectors.meta.get("n_refusal_side"),
+            "n_other_side": vectors.meta.get("n_other_side"),
         }
+
+    def describe(self) -> str:
+        assert self.plan is not None
+        return (
+            f"mode {self.mode}, layer {self.plan.layer}, position {self._position}, "
+            f"alpha {self.alpha:g} ({self.alpha_unit}), positions {self.positions}, "
+            f"source {self.vectors.meta.get('direction_source') if self.vectors else '?'}"
+        )
+
+    def trained_on(self) -> set[str]:
+        """Ids of the samples the vectors were fitted on (the run refuses an overlap with its
+        evaluation split unless ``method.allow_overlap=true``)."""
+        return set(self.vectors.fit_ids()) if self.vectors is not None else set()
+
+    def report(self) -> dict[str, Any]:
+        """``metrics.json``'s ``method``: where it steers and how that was chosen."""
+        if self.plan is None:
+            return {}
+        out: dict[str, Any] = {
+            "mode": self.mode,
+            "layer": self.plan.layer,
+            "position": self._position,
+            "direction_source": self.vectors.meta.get("direction_source") if self.vectors else None,
+        }
+        if "layer" in self.selection and "relaxed" in self.selection["layer"]:
+            out["selection_relaxed"] = self.selection["layer"]["relaxed"]
+        if self.plan.mode == "conditional":
+            out.update(condition_layer=self.plan.condition_layer, tau=self.plan.tau)
+        if self._behaviour:
+            out["behaviour"] = {k: self._behaviour[k] for k in ("unsafe_refused", "safe_complied")}
+        return out
 
     # --- generation -------------------------------------------------------------------
 
@@ -188,10 +417,15 @@ class SteeringMethod:
 
     @contextmanager
     def active(self, vlm: VLM) -> Iterator[None]:
-        """Steering hooks installed for the duration of the block, removed in ``finally``."""
+        """Hooks (or orthogonalised weights) for the block's duration, undone in ``finally``."""
         if self.plan is None:
             raise RuntimeError("SteeringMethod.active() before fit(): fit or use_vectors first")
+        if self.orthogonalize:
+            with orthogonalized(vlm, self.plan.direction):
+                yield
+            return
         hooks = SteeringHooks(self.plan, vlm)
+        self.hooks = hooks
         try:
             hooks.install()
             yield
@@ -201,159 +435,99 @@ class SteeringMethod:
     def fingerprint(self) -> str:
         if self.plan is None or self.vectors is None:
             raise RuntimeError("SteeringMethod.fingerprint() before fit()")
+        plan = self.plan
         parts = [
             f"vectors={self.vectors.content_hash()}",
-            f"layer={self.plan.layer}",
+            f"layer={plan.layer}",
+            f"position={self._position}",
             f"mode={self.mode}",
             f"positions={self.positions}",
         ]
-        if self.mode != "ablate":
-            parts.append(f"alpha={self.alpha!r}")
+        if self.mode == "ablate":
+            parts.append(f"ablate_layers={self.ablate_layers};orthogonalize={self.orthogonalize}")
+        else:
+            parts.append(f"alpha={self.alpha!r};unit={self.alpha_unit}")
+        if self.mode in ("bidirectional", "conditional"):
+            parts.append(f"tau={plan.tau!r}")
         if self.mode == "conditional":
-            parts.append(f"tau={self.plan.tau!r}")
+            parts.append(f"condition_layer={plan.condition_layer};above={plan.condition_above}")
         return "steering:" + hashlib.sha256(";".join(parts).encode()).hexdigest()[:16]
 
 
-class SteeringHooks:
-    """The forward hooks that carry out a :class:`SteeringPlan` on a VLM.
-
-    A pre-hook on the top model records the 2D attention mask of each forward pass (real vs
-    padding positions, and how many positions the KV cache already holds). A forward hook on
-    the steered decoder layer - registered first, so transformers' own output capture sees
-    the steered stream - edits that layer's output.
-    """
-
-    def __init__(self, plan: SteeringPlan, vlm: VLM) -> None:
-        self.plan = plan
-        self.model = vlm.model
-        self.layer_module = vlm.decoder_layers[plan.layer]
-        self.unit = plan.direction.to(device=vlm.device, dtype=vlm.dtype)
-        self.unit32 = plan.direction.to(device=vlm.device, dtype=torch.float32)
-        self.delta = (
-            (plan.direction * plan.scale).to(device=vlm.device, dtype=vlm.dtype).view(1, 1, -1)
-        )
-        self.handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._mask: torch.Tensor | None = None
-        self._cached = 0  # positions in the KV cache when no mask is given
-        self._in_forward = False
-        self._row_delta: torch.Tensor | None = None  # conditional: [batch, 1, hidden]
-        self.last_signs: torch.Tensor | None = None  # conditional: +1/-1 per row of the last prompt
-
-    def install(self) -> None:
-        self.handles.append(
-            self.model.register_forward_pre_hook(self._record_inputs, with_kwargs=True)
-        )
-        self.handles.append(self.model.register_forward_hook(self._forget_inputs, always_call=True))
-        self.handles.append(self.layer_module.register_forward_hook(self._steer, prepend=True))
-
-    def remove(self) -> None:
-        while self.handles:
-            self.handles.pop().remove()
-
-    def _record_inputs(self, _module, _args, kwargs) -> None:
-        mask = kwargs.get("attention_mask")
-        if mask is not None and not (isinstance(mask, torch.Tensor) and mask.ndim == 2):
-            raise RuntimeError(
-                "steering needs the 2D attention mask of each forward pass; static or compiled "
-                "caches (which pass 4D masks) are not supported"
-            )
-        cache = kwargs.get("cache", kwargs.get("past_key_values"))
-        self._mask = mask
-        self._cached = int(cache.get_seq_length()) if mask is None and cache is not None else 0
-        self._in_forward = True
-
-    def _forget_inputs(self, _module, _args, _output) -> None:
-        self._mask, self._in_forward = None, False
-
-    def _steer(self, _module, _args, output):
-        hidden = output[0] if isinstance(output, tuple) else output
-        steered = self._edit(hidden)
-        return (steered, *output[1:]) if isinstance(output, tuple) else steered
-
-    def _edit(self, hidden: torch.Tensor) -> torch.Tensor:
-        if not self._in_forward:
-            raise RuntimeError(
-                "a steered decoder layer ran outside the model's forward; call the model "
-                "itself (vlm.model / vlm.generate) while steering is active"
-            )
-        if self.delta.device != hidden.device:  # a layer placed on another GPU (device_map)
-            self.unit, self.unit32, self.delta = (
-                t.to(hidden.device) for t in (self.unit, self.unit32, self.delta)
-            )
-        length = hidden.shape[1]
-        mask = self._mask if self._mask is None else self._mask.to(hidden.device)
-        if mask is not None and mask.shape[1] < length:
-            raise RuntimeError(
-                f"attention mask ({mask.shape[1]}) shorter than the sequence ({length})"
-            )
-        cached = mask.shape[1] - length if mask is not None else self._cached
-        if cached == 0:  # the prompt (prefill): padding and, for "generated", earlier tokens kept
-            real = mask[:, -length:].bool() if mask is not None else None
-            if self.plan.mode == "conditional":
-                self._decide(hidden, real)
-            select = self._prompt_positions(hidden, real)
-        else:  # KV-cache decoding: every position is a new, generated token
-            select = None
-        return self._apply(hidden, select)
-
-    def _prompt_positions(
-        self, hidden: torch.Tensor, real: torch.Tensor | None
-    ) -> torch.Tensor | None:
-        """``[batch, length, 1]`` 0/1 weights of the prompt positions to steer (None = all)."""
-        if self.plan.positions == "all":
-            return None if real is None else real.unsqueeze(-1).to(hidden.dtype)
-        select = torch.zeros(hidden.shape[:2], dtype=hidden.dtype, device=hidden.device)
-        select[:, -1] = 1.0 if real is None else real[:, -1].to(hidden.dtype)
-        return select.unsqueeze(-1)
-
-    def _decide(self, hidden: torch.Tensor, real: torch.Tensor | None) -> None:
-        if real is not None and not bool(real[:, -1].all()):
-            raise RuntimeError(
-                "conditional steering needs left padding (the last position is padding)"
-            )
-        projection = hidden[:, -1, :].to(torch.float32) @ self.unit32
-        signs = torch.where(projection > self.plan.tau, 1.0, -1.0)
-        self.last_signs = signs
-        self._row_delta = signs.to(hidden.dtype).view(-1, 1, 1) * self.delta
-
-    def _apply(self, hidden: torch.Tensor, select: torch.Tensor | None) -> torch.Tensor:
-        if self.plan.mode == "ablate":
-            component = (hidden @ self.unit).unsqueeze(-1)
-            if select is not None:
-                component = component * select
-            return hidden - component * self.unit
-        delta = self._row_delta if self.plan.mode == "conditional" else self.delta
-        if select is not None:
-            delta = delta * select
-        return hidden + delta
+# --- refusal tokens ------------------------------------------------------------------------
 
 
-def _config_problems(
-    mode, alpha, layer, positions, tau, direction, holdout, skip_last, batch_size
-) -> list[str]:
+def first_token(vlm: VLM, text: str) -> int | None:
+    """The first token the model would write to start ``text`` (after the assistant prompt)."""
+    ids = vlm.tokenizer(text.strip(), add_special_tokens=False)["input_ids"]
+    return ids[0] if ids else None
+
+
+def answer_refusal_tokens(vlm: VLM, refusals: Sequence[str], most: int = 8) -> list[int]:
+    """The first tokens of the base model's own refusals, most frequent first."""
+    counts = Counter(t for t in (first_token(vlm, r) for r in refusals) if t is not None)
+    return [token for token, _ in counts.most_common(most)]
+
+
+def template_refusal_tokens(vlm: VLM) -> list[int]:
+    """The first tokens of the project's refusal texts (``calib.methods.refusals``) and of
+    common refusal openings - the reference's hand-picked ``refusal_toks``."""
+    texts = [*refusal_templates().values(), "I'm sorry", "Sorry", "I cannot", "As an AI"]
+    return sorted({t for t in (first_token(vlm, x) for x in texts) if t is not None})
+
+
+# --- config checks --------------------------------------------------------------------------
+
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def _config_problems(cfg: Mapping[str, Any]) -> list[str]:
     problems = []
-    if mode not in MODES:
-        problems.append(f"method.mode={mode!r} must be one of {', '.join(MODES)}")
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float):
-        problems.append(f"method.alpha={alpha!r} must be a number")
-    if layer != "auto" and (isinstance(layer, bool) or not isinstance(layer, int)):
-        problems.append(f"method.layer={layer!r} must be a decoder-layer index or auto")
-    if positions not in POSITIONS:
-        problems.append(f"method.positions={positions!r} must be one of {', '.join(POSITIONS)}")
-    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, int | float)):
+    choices = {
+        "mode": MODES,
+        "positions": POSITIONS,
+        "direction_source": SOURCES,
+        "layer_select": LAYER_SELECT,
+        "alpha_unit": ALPHA_UNITS,
+        "ablate_layers": ("all", "selected"),
+        "direction": DIRECTION_KINDS,
+    }
+    for key, allowed in choices.items():
+        if cfg[key] not in allowed:
+            problems.append(f"method.{key}={cfg[key]!r} must be one of {', '.join(allowed)}")
+    if not _number(cfg["alpha"]):
+        problems.append(f"method.alpha={cfg['alpha']!r} must be a number")
+    for key in ("layer", "condition_layer"):
+        value = cfg[key]
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, int)):
+            problems.append(f"method.{key}={value!r} must be a decoder-layer index or auto")
+    if cfg["tau"] is not None and not _number(cfg["tau"]):
         problems.append(
-            f"method.tau={tau!r} must be a number or null (chosen on the calibration split)"
+            f"method.tau={cfg['tau']!r} must be a number or null (chosen on validation)"
         )
-    if direction not in DIRECTION_KINDS:
+    if not 0 <= cfg["holdout"] < 1:
+        problems.append(f"method.holdout={cfg['holdout']} must be in [0, 1)")
+    if not 0 <= cfg["skip_last"] < 1:
+        problems.append(f"method.skip_last={cfg['skip_last']} must be in [0, 1)")
+    if not _number(cfg["kl_max"]) or cfg["kl_max"] < 0:
+        problems.append(f"method.kl_max={cfg['kl_max']!r} must be a number >= 0")
+    if cfg["min_actadd_score"] is not None and not _number(cfg["min_actadd_score"]):
         problems.append(
-            f"method.direction={direction!r} must be one of {', '.join(DIRECTION_KINDS)}"
+            f"method.min_actadd_score={cfg['min_actadd_score']!r} must be a number or null"
         )
-    if not 0 <= holdout < 1:
-        problems.append(f"method.holdout={holdout} must be in [0, 1)")
-    if not 0 <= skip_last < 1:
-        problems.append(f"method.skip_last={skip_last} must be in [0, 1)")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        problems.append(f"method.forward_batch_size={batch_size!r} must be a positive integer")
+    for key in ("forward_batch_size", "selection_samples", "generate_batch_size"):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
+            problems.append(f"method.{key}={cfg[key]!r} must be a positive integer")
+    if cfg["orthogonalize"] and (
+        cfg["mode"] != "ablate" or cfg["ablate_layers"] != "all" or cfg["positions"] != "all"
+    ):
+        problems.append(
+            "method.orthogonalize=true edits the weights, which is ablation at every layer and "
+            f"position: it needs method.mode=ablate (got {cfg['mode']}), method.ablate_layers=all "
+            f"(got {cfg['ablate_layers']}) and method.positions=all (got {cfg['positions']})"
+        )
     return problems
 
 

@@ -159,10 +159,13 @@ class VLM:
         temperature: float = 1.0,
         top_p: float = 1.0,
         seed: int = 0,
+        min_new_tokens: int = 0,
     ) -> list[str]:
         """Batched generation; returns only the new text (special tokens and spaces stripped).
 
         Greedy by default. Sampling is seeded with ``seed`` without touching the global RNG.
+        ``min_new_tokens`` (> 0) keeps the end-of-sequence token away until that many new
+        tokens (``calib-bench`` times fixed-length generation with it).
         """
         if not conversations:
             return []
@@ -170,6 +173,8 @@ class VLM:
         options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
         if do_sample:
             options.update(temperature=temperature, top_p=top_p)
+        if min_new_tokens > 0:
+            options["min_new_tokens"] = min_new_tokens
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)

@@ -22,6 +22,8 @@ from train.steering import (
     holdout_split,
     labelled,
     paired_pca,
+    post_instruction_length,
+    read_prompt_states,
     vectors_from_states,
     write_layer_scores,
 )
@@ -56,6 +58,15 @@ def fit(vlm, samples, direction="diff_of_means"):
     return fit_vectors(vlm, samples, direction=direction, holdout=0.4, seed=0, batch_size=4)
 
 
+def from_states(states, is_unsafe, groups, **options) -> SteeringVectors:
+    """Vectors from ``[n, layers, hidden]`` states as one post-instruction position (and as
+    the pooled prompt), the label deciding the sides."""
+    everyone = torch.ones_like(is_unsafe)
+    return vectors_from_states(
+        states.unsqueeze(1), states, is_unsafe, everyone, is_unsafe, groups, **options
+    )
+
+
 def separable_states(n: int = 40, layers: int = 5, hidden: int = 8, good: int = 2) -> tuple:
     """Random states where only layer ``good`` separates unsafe from safe (along axis 0)."""
     generator = torch.Generator().manual_seed(0)
@@ -76,10 +87,16 @@ def test_directions_have_the_right_shape_and_are_deterministic(tiny_vlm, tiny_im
     samples = calibration_samples(tiny_images)
     first, second = fit(tiny_vlm, samples, direction), fit(tiny_vlm, samples, direction)
     n, h = tiny_vlm.num_layers, tiny_vlm.hidden_size
-    assert first.directions.shape == (n, h) and first.directions.dtype == torch.float32
+    p = post_instruction_length(tiny_vlm)
+    assert p >= 2  # the template writes tokens after the user's text
+    assert first.directions.shape == (p, n, h) and first.directions.dtype == torch.float32
+    assert first.mean_diff.shape == (p, n, h) and first.condition.shape == (n, h)
     for name in ("mean_norms", "auroc", "thresholds", "threshold_accuracy"):
         assert getattr(first, name).shape == (n,)
-    torch.testing.assert_close(first.directions.norm(dim=-1), torch.ones(n))
+    norms = first.directions.norm(dim=-1)
+    # unit vectors, except where both sides agree (layer 0 reads the same template embeddings)
+    assert torch.all(((norms - 1).abs() < 1e-5) | (norms == 0)) and (norms[:, 1:] > 0.99).all()
+    assert json.loads(first.meta["fit_ids"]) == sorted(s.id for s in samples)
     assert first.content_hash() == second.content_hash()
     assert torch.equal(first.directions, second.directions)
     assert first.meta["model_identity"] == tiny_vlm.identity
@@ -89,14 +106,21 @@ def test_directions_have_the_right_shape_and_are_deterministic(tiny_vlm, tiny_im
 def test_diff_of_means_direction_matches_the_class_means(tiny_llava, tiny_images):
     samples = calibration_samples(tiny_images)
     vectors = fit(tiny_llava, samples)
-    states = tiny_llava.hidden_states([default_conversation(s) for s in samples]).double()
+    conversations = [default_conversation(s) for s in samples]
+    post, pooled = read_prompt_states(tiny_llava, conversations, 3, vectors.num_positions)
+    post, pooled = post.double(), pooled.double()
     is_unsafe = torch.tensor([s.label == "unsafe" for s in samples])
-    expected = states[is_unsafe].mean(0) - states[~is_unsafe].mean(0)
-    expected = expected / expected.norm(dim=-1, keepdim=True)
-    torch.testing.assert_close(vectors.directions, expected.float(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(
-        vectors.mean_norms, states.norm(dim=-1).mean(0), rtol=1e-6, atol=1e-6
-    )
+    expected = post[is_unsafe].mean(0) - post[~is_unsafe].mean(0)
+    torch.testing.assert_close(vectors.mean_diff, expected.float(), rtol=1e-5, atol=1e-6)
+    unit = expected[:, 1:] / expected[:, 1:].norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(vectors.directions[:, 1:], unit.float(), rtol=1e-5, atol=1e-6)
+    condition = pooled[is_unsafe].mean(0) - pooled[~is_unsafe].mean(0)
+    torch.testing.assert_close(vectors.condition, condition.float(), rtol=1e-5, atol=1e-6)
+    last = post[:, -1]  # the last post-instruction token = the last prompt token
+    torch.testing.assert_close(vectors.mean_norms, last.norm(dim=-1).mean(0), rtol=1e-6, atol=1e-6)
+    # the layer input of layer k + 1 is the output of layer k at the last token
+    outputs = tiny_llava.hidden_states(conversations).double()
+    torch.testing.assert_close(last[:, 1:], outputs[:, :-1], rtol=1e-5, atol=1e-5)
 
 
 def test_fitting_without_both_labels_says_what_is_missing(tiny_llava, tiny_images):
@@ -151,9 +175,7 @@ def test_threshold_maximises_balanced_accuracy():
 
 def test_auto_picks_the_layer_that_separates_perfectly(tmp_path):
     states, is_unsafe, groups = separable_states(good=2)
-    vectors = vectors_from_states(
-        states, is_unsafe, groups, direction="diff_of_means", holdout=0.3, seed=0
-    )
+    vectors = from_states(states, is_unsafe, groups, direction="diff_of_means", holdout=0.3, seed=0)
     assert vectors.auroc[2] == 1.0 and vectors.threshold_accuracy[2] == 1.0
     assert all(vectors.auroc[layer] < 1.0 for layer in (0, 1, 3, 4))
     assert choose_layer(vectors.auroc, skip_last=0.2) == 2
@@ -204,13 +226,14 @@ def test_labelled_drops_unlabelled_samples(tiny_images):
 
 def test_vectors_round_trip_through_safetensors(tmp_path):
     states, is_unsafe, groups = separable_states()
-    vectors = vectors_from_states(
+    vectors = from_states(
         states, is_unsafe, groups, direction="pca", holdout=0.3, seed=0, meta={"data_hash": "abc"}
     )
     path = tmp_path / "v.safetensors"
     vectors.save(path)
     loaded = SteeringVectors.load(path)
-    for name in ("directions", "mean_norms", "auroc", "thresholds", "threshold_accuracy"):
+    names = ("directions", "mean_norms", "auroc", "thresholds", "threshold_accuracy")
+    for name in (*names, "mean_diff", "condition"):
         assert torch.equal(getattr(loaded, name), getattr(vectors, name)), name
     assert loaded.meta == vectors.meta and loaded.meta["data_hash"] == "abc"
     assert loaded.content_hash() == vectors.content_hash()

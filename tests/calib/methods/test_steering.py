@@ -62,14 +62,18 @@ def random_direction(vlm, seed: int = 0) -> torch.Tensor:
 
 
 def crafted(vlm, direction: torch.Tensor, tau: float = 0.0) -> SteeringVectors:
-    """The same direction at every layer, unit mean norm (so the scale is alpha), given τ."""
+    """The same unit direction at every layer (one position), as the raw mean difference
+    too, unit mean norm (so the added vector is alpha x direction), given τ."""
     n = vlm.num_layers
+    stacked = direction.expand(1, n, -1).clone()
     return SteeringVectors(
-        directions=direction.expand(n, -1).clone(),
+        directions=stacked,
         mean_norms=torch.ones(n),
         auroc=torch.full((n,), 0.5),
         thresholds=torch.full((n,), tau),
         threshold_accuracy=torch.full((n,), 0.5),
+        mean_diff=stacked,
+        condition=stacked[0],
         meta={"model_identity": vlm.identity},
     )
 
@@ -86,7 +90,8 @@ def ready(vlm, direction=None, tau: float = 0.0, **overrides) -> SteeringMethod:
 def record(layer_module) -> Iterator[list[list[torch.Tensor]]]:
     """Per forward call: [layer output before steering, after steering].
 
-    Install inside ``active()``: the prepended hook then runs before the steering hook.
+    Install inside ``active()``: the prepended hook then runs before the steering hook. The
+    input of layer ``k`` is edited at the output of layer ``k - 1``: record that one.
     """
     calls: list[list[torch.Tensor]] = []
 
@@ -155,11 +160,11 @@ def test_transformers_output_capture_sees_the_steered_stream(tiny_llava, tiny_im
     batch = tiny_llava.encode(chats(tiny_images))
     with (
         steering.active(tiny_llava),
-        record(tiny_llava.decoder_layers[LAYER]) as calls,
+        record(tiny_llava.decoder_layers[LAYER - 1]) as calls,
         torch.inference_mode(),
     ):
         output = tiny_llava.model(**batch, output_hidden_states=True)
-    assert torch.equal(output.hidden_states[LAYER + 1], calls[0][1])
+    assert torch.equal(output.hidden_states[LAYER], calls[0][1])  # = layer LAYER's input
 
 
 # --- what each mode does to the residual stream --------------------------------------------
@@ -168,7 +173,7 @@ def test_transformers_output_capture_sees_the_steered_stream(tiny_llava, tiny_im
 def test_add_shifts_every_real_position_and_never_padding(tiny_vlm, tiny_images):
     direction = random_direction(tiny_vlm)
     steering = ready(tiny_vlm, direction, alpha=3.0)
-    with steering.active(tiny_vlm), record(tiny_vlm.decoder_layers[LAYER]) as calls:
+    with steering.active(tiny_vlm), record(tiny_vlm.decoder_layers[LAYER - 1]) as calls:
         real = forward(tiny_vlm, chats(tiny_images))
     before, after = calls[0]
     assert not real.all()  # the batch is padded
@@ -181,7 +186,7 @@ def test_add_shifts_every_real_position_and_never_padding(tiny_vlm, tiny_images)
 def test_generated_positions_steer_the_last_prompt_token_and_new_tokens(tiny_vlm, tiny_images):
     direction = random_direction(tiny_vlm)
     steering = ready(tiny_vlm, direction, alpha=3.0, positions="generated")
-    with steering.active(tiny_vlm), record(tiny_vlm.decoder_layers[LAYER]) as calls:
+    with steering.active(tiny_vlm), record(tiny_vlm.decoder_layers[LAYER - 1]) as calls:
         tiny_vlm.generate(chats(tiny_images), max_new_tokens=4)
     prompt_before, prompt_after = calls[0]
     shift = prompt_after - prompt_before
@@ -197,27 +202,26 @@ def test_generated_positions_steer_the_last_prompt_token_and_new_tokens(tiny_vlm
 
 def test_ablate_leaves_no_component_along_the_direction(tiny_vlm, tiny_images):
     direction = random_direction(tiny_vlm, seed=1)
-    steering = ready(tiny_vlm, direction, mode="ablate")
-    with steering.active(tiny_vlm), record(tiny_vlm.decoder_layers[LAYER]) as calls:
+    steering = ready(tiny_vlm, direction, mode="ablate", ablate_layers="selected")
+    with steering.active(tiny_vlm), record(tiny_vlm.decoder_layers[LAYER - 1]) as calls:
         real = forward(tiny_vlm, chats(tiny_images))
     before, after = calls[0]
     along = after @ direction
-    torch.testing.assert_close(along[real], torch.zeros_like(along[real]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(along, torch.zeros_like(along), rtol=0, atol=1e-6)  # padding too
     assert (before @ direction)[real].abs().max() > 1e-3  # there was something to remove
-    assert torch.equal(after[~real], before[~real])
     kept = before - (before @ direction).unsqueeze(-1) * direction
-    torch.testing.assert_close(after[real], kept[real], rtol=0, atol=1e-6)
+    torch.testing.assert_close(after, kept, rtol=0, atol=1e-6)
 
 
-def test_conditional_picks_the_sign_per_sample(tiny_vlm, tiny_images):
+def test_bidirectional_picks_the_sign_per_sample(tiny_vlm, tiny_images):
     """A direction crafted so that the first prompt projects above τ and the second below."""
     pair = chats(tiny_images)[:2]
-    states = tiny_vlm.hidden_states(pair, layers=[LAYER])[:, 0]
+    states = tiny_vlm.hidden_states(pair, layers=[LAYER - 1])[:, 0]  # = layer LAYER's input
     direction = (states[0] - states[1]) / (states[0] - states[1]).norm()
     tau = float((states @ direction).mean())
-    steering = ready(tiny_vlm, direction, tau=tau, mode="conditional", alpha=3.0)
+    steering = ready(tiny_vlm, direction, tau=tau, mode="bidirectional", alpha=3.0)
     assert steering.plan.tau == tau
-    with steering.active(tiny_vlm), record(tiny_vlm.decoder_layers[LAYER]) as calls:
+    with steering.active(tiny_vlm), record(tiny_vlm.decoder_layers[LAYER - 1]) as calls:
         real = forward(tiny_vlm, pair)
     shift = calls[0][1] - calls[0][0]
     torch.testing.assert_close(
@@ -238,11 +242,19 @@ def test_conditional_picks_the_sign_per_sample(tiny_vlm, tiny_images):
 
 
 @pytest.mark.parametrize(
-    ("mode", "positions"), [("add", "all"), ("conditional", "generated"), ("ablate", "all")]
+    ("mode", "positions"),
+    [
+        ("add", "all"),
+        ("add", "text_only"),
+        ("add", "prompt"),
+        ("bidirectional", "generated"),
+        ("ablate", "all"),
+        ("conditional", "all"),
+    ],
 )
 def test_batched_equals_per_sample_with_steering_on(tiny_vlm, tiny_images, mode, positions):
     conversations = chats(tiny_images)
-    states = tiny_vlm.hidden_states(conversations, layers=[LAYER])[:, 0]
+    states = tiny_vlm.hidden_states(conversations, layers=[LAYER - 1])[:, 0]
     direction = random_direction(tiny_vlm, seed=2)
     lowest = torch.sort(states @ direction).values
     tau = float(lowest[:2].mean())  # one prompt below, two above, none close to τ
@@ -276,7 +288,7 @@ def calibration_samples(images) -> list[Sample]:
 
 
 def test_fit_writes_vectors_scores_and_threshold(tiny_vlm, tiny_images, tmp_path):
-    steering = method(mode="conditional", layer="auto", alpha=1.0)
+    steering = method(mode="bidirectional", layer="auto", layer_select="auroc", alpha=1.0)
     steering.fit(tiny_vlm, calibration_samples(tiny_images), tmp_path)
     scores = json.loads((tmp_path / "layer_scores.json").read_text())
     threshold = json.loads((tmp_path / "threshold.json").read_text())
@@ -290,11 +302,13 @@ def test_fit_writes_vectors_scores_and_threshold(tiny_vlm, tiny_images, tmp_path
 
 def test_saved_vectors_reload_to_the_same_outputs(tiny_vlm, tiny_images, tmp_path):
     conversations = chats(tiny_images)
-    fitted = method(mode="conditional", alpha=1.5)
+    fitted = method(mode="bidirectional", alpha=1.5)
     fitted.fit(tiny_vlm, calibration_samples(tiny_images), tmp_path / "first")
     with fitted.active(tiny_vlm):
         expected = tiny_vlm.generate(conversations, max_new_tokens=8)
-    reloaded = method(mode="conditional", alpha=1.5, vectors=str(tmp_path / "first" / VECTORS_FILE))
+    reloaded = method(
+        mode="bidirectional", alpha=1.5, vectors=str(tmp_path / "first" / VECTORS_FILE)
+    )
     reloaded.fit(tiny_vlm, [], tmp_path / "second")  # no calibration data needed
     with reloaded.active(tiny_vlm):
         assert tiny_vlm.generate(conversations, max_new_tokens=8) == expected
@@ -348,16 +362,20 @@ def test_fingerprint_follows_every_setting_that_shapes_the_output(tiny_llava):
             tiny_llava, direction, tau=overrides.pop("tau_", 0.0), **overrides
         ).fingerprint()
 
-    base = fingerprint(mode="conditional")
+    base = fingerprint(mode="bidirectional")
     variants = [
-        fingerprint(mode="conditional", alpha=2.0),
-        fingerprint(mode="conditional", layer=2),
-        fingerprint(mode="conditional", tau_=0.5),
-        fingerprint(mode="conditional", positions="generated"),
+        fingerprint(mode="bidirectional", alpha=2.0),
+        fingerprint(mode="bidirectional", layer=2),
+        fingerprint(mode="bidirectional", tau_=0.5),
+        fingerprint(mode="bidirectional", positions="generated"),
+        fingerprint(mode="bidirectional", alpha_unit="norm"),
         fingerprint(mode="add"),
-        ready(tiny_llava, random_direction(tiny_llava, seed=5), mode="conditional").fingerprint(),
+        fingerprint(mode="conditional"),
+        fingerprint(mode="ablate"),
+        fingerprint(mode="ablate", ablate_layers="selected"),
+        ready(tiny_llava, random_direction(tiny_llava, seed=5), mode="bidirectional").fingerprint(),
     ]
-    assert fingerprint(mode="conditional") == base
+    assert fingerprint(mode="bidirectional") == base
     assert len({base, *variants}) == len(variants) + 1
     with pytest.raises(RuntimeError, match="before fit"):
         method().fingerprint()
@@ -367,6 +385,8 @@ def test_fingerprint_follows_every_setting_that_shapes_the_output(tiny_llava):
 
 CONF = config_dir()
 FAST = ["utility=none", "data.limit=16", "generation.max_new_tokens=4", "metrics.n_boot=0"]
+# A validation part with both labels, for the selection of layer and condition.
+SPLIT = ["data.calibration_fraction=0.5", "data.validation_fraction=0.5"]
 
 
 def compose_cfg(*overrides: str, hydra_config: bool = False):
@@ -375,12 +395,18 @@ def compose_cfg(*overrides: str, hydra_config: bool = False):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["tiny", "tiny_idefics3", "tiny_gemma3"])
-@pytest.mark.parametrize("mode", ["add", "conditional"])
+@pytest.mark.parametrize(
+    "mode",
+    ["add", "conditional", "bidirectional", "ablate", "ablate,method.orthogonalize=true"],
+)
 def test_calib_run_with_steering_end_to_end(model, mode, tiny_cache_dir, tmp_path):
+    mode, *extra = mode.split(",")
     cfg = compose_cfg(
         "method=steering",
         f"model={model}",
         f"method.mode={mode}",
+        *extra,
+        *SPLIT,
         f"paths.cache_dir={tiny_cache_dir}",
     )
     metrics = run(cfg, tmp_path / "run")
@@ -389,10 +415,13 @@ def test_calib_run_with_steering_end_to_end(model, mode, tiny_cache_dir, tmp_pat
     )
     assert metrics["run"]["method_fingerprint"].startswith("steering:")
     method_dir = tmp_path / "run" / "method"
-    for name in (VECTORS_FILE, "layer_scores.json"):
+    for name in (VECTORS_FILE, "layer_scores.json", "selection.json"):
         assert (method_dir / name).is_file(), name
-    assert (tmp_path / "run" / "plots" / "steering_layers.png").is_file()
-    assert (method_dir / "threshold.json").is_file() == (mode == "conditional")
+    for name in ("steering_layers.png", "steering_selection.png"):
+        assert (tmp_path / "run" / "plots" / name).is_file(), name
+    assert (method_dir / "threshold.json").is_file() == (mode == "bidirectional")
+    selection = json.loads((method_dir / "selection.json").read_text())
+    assert ("condition" in selection) == (mode == "conditional")
     assert len(read_jsonl(tmp_path / "run" / "responses.jsonl")) == metrics["run"]["n_evaluation"]
 
 
@@ -428,7 +457,12 @@ def _calib_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 def test_a_sweep_over_alpha_runs_one_job_per_value(tmp_path):
     sweep = tmp_path / "sweep"
     result = _calib_run(
-        tmp_path, "-m", "method=steering", "method.alpha=-0.5,0.5", f"hydra.sweep.dir={sweep}"
+        tmp_path,
+        "-m",
+        "method=steering",
+        "method.alpha=-0.5,0.5",
+        *SPLIT,
+        f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     runs = [json.loads(p.read_text())["run"] for p in sorted(sweep.glob("*/metrics.json"))]
