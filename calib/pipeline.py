@@ -35,6 +35,7 @@ from calib.io import read_jsonl, write_json_atomic, write_jsonl_atomic, write_te
 from calib.methods.none import FINGERPRINT as BASELINE_FINGERPRINT
 from calib.methods.none import NoMethod
 from calib.model import VLM, load_vlm
+from calib.runfolder import start_run
 from calib.types import (
     CalibrationMethod,
     Judge,
@@ -325,8 +326,15 @@ def run_choices(cfg: DictConfig) -> dict[str, str]:
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """The journey; writes responses.jsonl, report.md, config.yaml and (last) metrics.json."""
+    lock = start_run(run_dir)  # this run's folder: no other live run, no stale results
+    try:
+        return _evaluate(cfg, run_dir)
+    finally:
+        lock.release()
+
+
+def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     started = time.time()
-    run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     method = build_method(cfg)  # the parts first: a config mistake shows before any work
