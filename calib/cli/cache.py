@@ -91,7 +91,8 @@ def _cache_command(args) -> int:
         print(f"  warning: {bad} unreadable line(s) in {path / name} (skipped; mv it aside)")
     if stats["legacy"]:
         print(
-            f"  {stats['legacy']}: an older version's cache, not read; calib-cache compact imports it"
+            f"  {stats['legacy']}: an older version's cache, not read; "
+            "calib-cache compact imports it"
         )
     return 0
 
