@@ -35,6 +35,7 @@ from calib.io import read_jsonl, write_json_atomic, write_jsonl_atomic, write_te
 from calib.methods.none import FINGERPRINT as BASELINE_FINGERPRINT
 from calib.methods.none import NoMethod
 from calib.model import VLM, load_vlm
+from calib.preflight import check_settings
 from calib.runfolder import start_run
 from calib.types import (
     CalibrationMethod,
@@ -134,6 +135,14 @@ def accepts_validation(method: CalibrationMethod) -> bool:
     return "validation" in inspect.signature(method.fit).parameters
 
 
+def check_data(method: CalibrationMethod, splits: DataSplits) -> None:
+    """A method's checks of the data it will be fitted on (``check_data(fit, validation)``,
+    optional), run before the model loads: a too-small split shows at once."""
+    check = getattr(method, "check_data", None)
+    if callable(check):
+        check(splits.fit, splits.validation)
+
+
 def fit_method(
     method: CalibrationMethod,
     vlm: VLM,
@@ -164,7 +173,11 @@ def decoding_settings(cfg: DictConfig) -> dict[str, Any]:
 
 def open_cache(cfg: DictConfig) -> AbstractContextManager[GenerationCache | None]:
     """The generation cache shared by runs (``cache.enabled=false``: none)."""
-    return GenerationCache.in_dir(cfg.paths.cache_dir) if cfg.cache.enabled else nullcontext()
+    if not cfg.cache.enabled:
+        return nullcontext()
+    cache = GenerationCache.in_dir(cfg.paths.cache_dir)
+    cache.check_writable()
+    return cache
 
 
 def generate_answers(
@@ -326,6 +339,7 @@ def run_choices(cfg: DictConfig) -> dict[str, str]:
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """The journey; writes responses.jsonl, report.md, config.yaml and (last) metrics.json."""
+    check_settings(cfg)  # every bad value at once, before anything loads
     lock = start_run(run_dir)  # this run's folder: no other live run, no stale results
     try:
         return _evaluate(cfg, run_dir)
@@ -341,6 +355,7 @@ def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     judge = build_judge(cfg)
     utility_set = build_utility(cfg)
     splits = load_data(cfg)
+    check_data(method, splits)
     utility_items = utility_set.items()
     vlm = load_model(cfg)
     log.info(
@@ -404,6 +419,7 @@ def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """One full run, reported to the configured logger, which is closed whatever happens."""
+    check_settings(cfg)  # before the logger records anything
     logger = build_logger(cfg)
     choices = run_choices(cfg)
     logger.start(
