@@ -57,6 +57,9 @@ def generation_problems(cfg: DictConfig) -> list[str]:
     top_p = _get(cfg, "generation.top_p")
     if not _is_number(top_p) or not 0 < top_p <= 1:
         problems.append(f"generation.top_p={top_p!r} must be a number in (0, 1], e.g. 1.0")
+    threads = _get(cfg, "threads")
+    if threads is not None and (not _is_int(threads) or threads < 1):
+        problems.append(f"threads={threads!r} must be null (automatic) or an integer >= 1")
     if not _is_int(_get(cfg, "seed")):
         problems.append(f"seed={_get(cfg, 'seed')!r} must be an integer")
     return problems
