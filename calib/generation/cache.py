@@ -17,6 +17,9 @@ needs shared memory on one host):
   complete, parseable lines count).
 - **Every job reads all shards**, incrementally (each file from where it last stopped), so a
   job reuses what any other job committed — the baseline is generated once per sweep.
+- **Claims.** Jobs that need the same missing generations (the baseline of every job of a
+  sweep) take turns through a lock (``claims/<hash of the keys>.lock``): one generates,
+  the others wait and then read its shard.
 - **Compaction** (``calib-cache compact``) merges the shards of finished writers into one
   file (written to a temporary name, then renamed) and deletes them. A live writer's shard
   is left alone: a writer holds ``<shard>.lock`` (:mod:`calib.locks`, refreshed by a
@@ -44,6 +47,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,12 +55,13 @@ from typing import Any
 from calib.errors import ConfigError, DataError
 from calib.hashing import image_digest
 from calib.io import write_bytes_atomic
-from calib.locks import FileLock, is_stale
+from calib.locks import FileLock, claim, is_stale
 
 log = logging.getLogger("calib.generation.cache")
 
 CACHE_DIR = "generations"  # inside paths.cache_dir: the shards
 LEGACY_FILE = "generations.sqlite"  # the single SQLite file of older versions (imported by compact)
+CLAIMS_DIR = "claims"  # inside the shards' folder: locks of generations being made
 SHARD_SUFFIX = ".jsonl"
 LOCK_SUFFIX = ".lock"
 KEY_VERSION = 1  # bump when the key recipe changes, so old rows are never served for new keys
@@ -242,6 +247,13 @@ class GenerationCache:
             if hit is not None:
                 found[key] = hit[0]
         return found
+
+    def claim(self, keys: Sequence[str]) -> AbstractContextManager[bool]:
+        """A lock on this set of keys (``claims/<hash>.lock``): jobs that need the same
+        generations take turns, so the second finds the first's in the cache (a sweep's
+        baseline is generated once). Yields True when no other job held it."""
+        digest = hashlib.sha256("\n".join(sorted(set(keys))).encode("utf-8")).hexdigest()
+        return claim(self.path / CLAIMS_DIR / f"{digest[:32]}.lock", f"{len(keys)} generation(s)")
 
     # -- writing ------------------------------------------------------------------------
     def put_many(self, entries: Iterable[Entry]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,35 +125,47 @@ def generate(
         order = [i for i in length_order(vlm, conversations, rendered) if i in missing]
     else:
         order = length_order(vlm, conversations)
-    cached = len(samples) - len(order)
-    if cached:
-        log.info("generation cache: %d of %d responses reused", cached, len(samples))
+        model = fingerprint = ""
+    # Jobs that need the same generations (a sweep's baseline, a base model's answers) take
+    # turns: one generates, the others wait, then find them in the cache.
+    claim = cache.claim([keys[i] for i in order]) if cache is not None and order else nullcontext()
+    with claim:
+        if cache is not None and order:  # what another job generated while this one waited
+            found = cache.get_many([keys[i] for i in order])
+            for i in order:
+                responses[i] = found.get(keys[i])
+            order = [i for i in order if responses[i] is None]
+        cached = len(samples) - len(order)
+        if cached:
+            log.info("generation cache: %d of %d responses reused", cached, len(samples))
 
-    def commit(batch: list[int], outputs: list[str]) -> None:
-        for i, text in zip(batch, outputs, strict=True):
-            responses[i] = text
-        if cache is not None:
-            cache.put_many(
-                Entry(keys[i], text, model, fingerprint, samples[i].id)
-                for i, text in zip(batch, outputs, strict=True)
+        def commit(batch: list[int], outputs: list[str]) -> None:
+            for i, text in zip(batch, outputs, strict=True):
+                responses[i] = text
+            if cache is not None:
+                cache.put_many(
+                    Entry(keys[i], text, model, fingerprint, samples[i].id)
+                    for i, text in zip(batch, outputs, strict=True)
+                )
+            bar.update(len(batch))
+
+        bar = tqdm(total=len(samples), initial=cached, desc="generate", disable=not progress)
+        try:
+            if order:
+                with method.active(vlm):
+                    generate_in_batches(vlm, conversations, order, batch_size, decoding, commit)
+        except KeyboardInterrupt:
+            done = sum(r is not None for r in responses)
+            where = (
+                f"saved in the cache {cache.path}" if cache is not None else "lost (cache disabled)"
             )
-        bar.update(len(batch))
-
-    bar = tqdm(total=len(samples), initial=cached, desc="generate", disable=not progress)
-    try:
-        if order:
-            with method.active(vlm):
-                generate_in_batches(vlm, conversations, order, batch_size, decoding, commit)
-    except KeyboardInterrupt:
-        done = sum(r is not None for r in responses)
-        where = f"saved in the cache {cache.path}" if cache is not None else "lost (cache disabled)"
-        log.warning(
-            "interrupted: %d of %d responses were done and are %s", done, len(samples), where
-        )
-        raise
-    finally:
-        bar.close()
-    return Generation([r if r is not None else "" for r in responses], len(order), cached)
+            log.warning(
+                "interrupted: %d of %d responses were done and are %s", done, len(samples), where
+            )
+            raise
+        finally:
+            bar.close()
+        return Generation([r if r is not None else "" for r in responses], len(order), cached)
 
 
 def generate_in_batches(

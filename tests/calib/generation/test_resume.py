@@ -103,3 +103,15 @@ def test_interrupted_and_killed_runs_resume(tmp_path):
     assert len(ids) == n and len(set(ids)) == n
     # The validation part is generated (and cached) after the evaluation part.
     assert committed_rows(cache_dir) == n + metrics["run"]["n_validation"]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_with_the_resume_hint(tmp_path):
+    """What SLURM sends before it kills a preempted job: the run stops like Ctrl-C."""
+    cache_dir = tmp_path / "cache"
+    command = [*run_command(tmp_path / "run", cache_dir), "data.limit=24"]
+    code, _, err = start_and_stop(command, cache_dir, at_least=BATCH, sig=signal.SIGTERM)
+    assert code == 143, err[-3000:]
+    assert "terminated (SIGTERM)" in err and "re-run the same command to resume" in err
+    assert "Traceback" not in err, err[-3000:]
+    assert not (tmp_path / "run" / "metrics.json").exists()
