@@ -2,7 +2,8 @@
 data, the model or the method cost any time.
 
 ``generation.*``, ``data.*`` (the split settings every benchmark shares), ``metrics.*``,
-``cache.*`` and ``paths.cache_dir`` (is it writable?) are checked here; a method's and a
+``cache.*``, ``paths.cache_dir`` (is it writable?) and a saved artefact given by path
+(``method.vectors``: a readable safetensors header) are checked here; a method's and a
 benchmark's own keys are checked by their constructors, which run before the model loads.
 """
 
@@ -119,10 +120,34 @@ def cache_dir_problem(cache_dir: str | os.PathLike) -> str | None:
     return None
 
 
+def artefact_problems(cfg: DictConfig) -> list[str]:
+    """A method's saved artefact given by path (``method.vectors``): a readable safetensors
+    file, checked by its header (cheap), before the model loads."""
+    path = OmegaConf.select(cfg, "method.vectors", default=None)
+    if path is None:
+        return []
+    fix = (
+        "point it at the steering_vectors.safetensors a run wrote (<run>/method/), or drop "
+        "method.vectors to fit the vectors anew"
+    )
+    if not Path(str(path)).is_file():
+        return [f"method.vectors={path} does not exist: {fix}"]
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            handle.metadata()
+    except Exception as err:  # safetensors raises its own error types for a bad header
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return [f"method.vectors={path} is not a safetensors file ({reason}): {fix}"]
+    return []
+
+
 def check_settings(cfg: DictConfig) -> None:
     """Raise one ConfigError listing every bad ``generation.*``/``data.*``/``metrics.*``/
     ``cache.*`` value and an unwritable ``paths.cache_dir``."""
     problems = [*generation_problems(cfg), *data_problems(cfg), *metrics_problems(cfg)]
+    problems += artefact_problems(cfg)
     cache_problem = cache_dir_problem(cfg.paths.cache_dir)
     if cache_problem:
         problems.append(cache_problem)

@@ -84,3 +84,13 @@ def test_calib_run_reports_bad_values_before_loading_anything(tmp_path, method):
         assert noise not in done.stderr
     assert not any(cache.iterdir()), "nothing was loaded, built or cached"
     assert not any(Path(tmp_path / "run").glob("metrics.json"))
+
+
+def test_a_garbage_vectors_file_names_the_key_and_the_file(tmp_path):
+    garbage = tmp_path / "vectors.safetensors"
+    garbage.write_bytes(b"\xff" * 64)
+    cfg = compose_config(
+        [f"paths.cache_dir={tmp_path}", "method=steering", f"method.vectors={garbage}"]
+    )
+    with pytest.raises(ConfigError, match=r"method\.vectors=.*vectors\.safetensors is not a"):
+        check_settings(cfg)
