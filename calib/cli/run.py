@@ -43,8 +43,8 @@ def resume_hint(cfg: DictConfig) -> str:
     return "nothing was kept (cache.enabled=false)"
 
 
-class JobFailed(RuntimeError):
-    """A sweep job stopped by one of the project's errors (already printed as one message)."""
+#: Run folders of the sweep jobs (run in this process) that stopped on a project error.
+FAILED_JOBS: list[str] = []
 
 
 class Terminated(KeyboardInterrupt):
@@ -95,8 +95,11 @@ def hydra_main(cfg: DictConfig) -> float | None:
         raise SystemExit(130) from None
     except USER_ERRORS as error:
         print(user_error_message(PROG, error), file=sys.stderr)
-        if multirun:
-            raise JobFailed(str(error)) from None  # the sweep records this job as failed
+        if multirun:  # the sweep goes on; the job's folder says why it failed
+            FAILED_JOBS.append(str(run_dir))
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "error.txt").write_text(f"{error}\n", encoding="utf-8")
+            return math.nan  # what sweepers record as a failed trial
         raise SystemExit(2) from None
     print(f"\n{summary_lines(metrics)}\n\nrun folder: {run_dir}")
     problem = unjudged_problem(metrics["judge"])
@@ -122,6 +125,13 @@ def main() -> None:
             os.environ[SWEEP_JOBS_ENV] = str(jobs)  # the jobs inherit it (threads per job)
     install_sigterm_handler()
     hydra_main()
+    if FAILED_JOBS:
+        print(
+            f"{PROG}: {len(FAILED_JOBS)} sweep job(s) failed (see error.txt in each): "
+            + ", ".join(FAILED_JOBS),
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
 
 
 def objective(metrics: dict) -> float:

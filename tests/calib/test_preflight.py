@@ -94,3 +94,20 @@ def test_a_garbage_vectors_file_names_the_key_and_the_file(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"method\.vectors=.*vectors\.safetensors is not a"):
         check_settings(cfg)
+
+
+def test_a_sweep_prints_each_jobs_error_once_and_exits_2(tmp_path):
+    done = calib_run(
+        "-m",
+        f"paths.outputs_dir={tmp_path / 'out'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "generation.batch_size=0,1",
+        "generation.max_new_tokens=abc",
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.count("calib-run: error:") == 2, "each job's problems, once"
+    assert "2 sweep job(s) failed" in done.stderr
+    for noise in NOISE:
+        assert noise not in done.stderr
+    errors = sorted((tmp_path / "out").rglob("error.txt"))
+    assert len(errors) == 2 and "generation.max_new_tokens='abc'" in errors[1].read_text()
