@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,15 @@ from hydra.errors import InstantiationException
 from hydra.utils import call, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from calib.errors import USER_ERRORS, ConfigError
+from calib.errors import USER_ERRORS, ConfigError, DataError
 from calib.generation.cache import GenerationCache
-from calib.generation.generate import Generation, generate
+from calib.generation.generate import Generation, context_length, generate, prompt_tokens
 from calib.io import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from calib.methods.none import FINGERPRINT as BASELINE_FINGERPRINT
 from calib.methods.none import NoMethod
 from calib.model import VLM, load_vlm
+from calib.preflight import check_settings
+from calib.runfolder import start_run
 from calib.types import (
     CalibrationMethod,
     Judge,
@@ -96,9 +99,16 @@ def check_protocol(obj: Any, protocol: type, key: str, node: DictConfig) -> Any:
     return obj
 
 
+#: Keys of the ``data`` group the run reads itself (not passed to the loader).
+RUN_DATA_KEYS = ("on_too_long",)
+
+
 def load_data(cfg: DictConfig) -> DataSplits:
     """The calibration and evaluation splits of the configured benchmark."""
-    return build(call, cfg.data)
+    node = OmegaConf.to_container(cfg.data, resolve=True)
+    for key in RUN_DATA_KEYS:
+        node.pop(key, None)
+    return build(call, OmegaConf.create(node))
 
 
 def load_model(cfg: DictConfig) -> VLM:
@@ -134,6 +144,14 @@ def accepts_validation(method: CalibrationMethod) -> bool:
     return "validation" in inspect.signature(method.fit).parameters
 
 
+def check_data(method: CalibrationMethod, splits: DataSplits) -> None:
+    """A method's checks of the data it will be fitted on (``check_data(fit, validation)``,
+    optional), run before the model loads: a too-small split shows at once."""
+    check = getattr(method, "check_data", None)
+    if callable(check):
+        check(splits.fit, splits.validation)
+
+
 def fit_method(
     method: CalibrationMethod,
     vlm: VLM,
@@ -164,7 +182,11 @@ def decoding_settings(cfg: DictConfig) -> dict[str, Any]:
 
 def open_cache(cfg: DictConfig) -> AbstractContextManager[GenerationCache | None]:
     """The generation cache shared by runs (``cache.enabled=false``: none)."""
-    return GenerationCache.in_dir(cfg.paths.cache_dir) if cfg.cache.enabled else nullcontext()
+    if not cfg.cache.enabled:
+        return nullcontext()
+    cache = GenerationCache.in_dir(cfg.paths.cache_dir)
+    cache.check_writable()
+    return cache
 
 
 def generate_answers(
@@ -185,6 +207,68 @@ def generate_answers(
         decoding=decoding_settings(cfg),
         cache=cache,
         progress=progress,
+        max_batch_tokens=cfg.generation.max_batch_tokens,
+    )
+
+
+def too_long(
+    cfg: DictConfig, vlm: VLM, method: CalibrationMethod, samples: Sequence[Sample]
+) -> list[tuple[Sample, int]]:
+    """The samples whose prompt (as the method asks it) plus ``generation.max_new_tokens``
+    exceed the model's context, with their prompt lengths in tokens."""
+    context = context_length(vlm)
+    if context is None or not samples:
+        return []
+    lengths = prompt_tokens(vlm, [method.conversation(s) for s in samples])
+    budget = context - cfg.generation.max_new_tokens
+    return [(s, n) for s, n in zip(samples, lengths, strict=True) if n > budget]
+
+
+def drop_too_long(
+    cfg: DictConfig, vlm: VLM, method: CalibrationMethod, splits: DataSplits
+) -> DataSplits:
+    """Validation and evaluation without the prompts longer than the model's context:
+    ``data.on_too_long=skip`` drops them (counted in metrics.json under data.too_long),
+    ``error`` stops. Never truncated: a cut prompt is another question."""
+    over = {
+        part: too_long(cfg, vlm, method, getattr(splits, part))
+        for part in ("validation", "evaluation")
+    }
+    found = [(s, n) for pairs in over.values() for s, n in pairs]
+    if not found:
+        return splits
+    context = context_length(vlm)
+    examples = ", ".join(f"{s.id} ({n} tokens)" for s, n in found[:5])
+    policy = OmegaConf.select(cfg, "data.on_too_long", default="error")
+    if policy == "error":
+        raise DataError(
+            f"{len(found)} prompt(s) do not fit the model's context of {context} tokens with "
+            f"generation.max_new_tokens={cfg.generation.max_new_tokens}: {examples}. Set "
+            "data.on_too_long=skip to drop them (counted in metrics.json), lower "
+            "generation.max_new_tokens, or use a model with a longer context"
+        )
+    log.warning(
+        "skipped %d prompt(s) longer than the model's context (%d tokens with %d new): %s",
+        len(found),
+        context,
+        cfg.generation.max_new_tokens,
+        examples,
+    )
+    drop = {s.id for s, _ in found}
+    info = {
+        **splits.info,
+        "too_long": {
+            "skipped": len(found),
+            "context": context,
+            "max_new_tokens": cfg.generation.max_new_tokens,
+            "ids": sorted(drop),
+        },
+    }
+    return replace(
+        splits,
+        validation=[s for s in splits.validation if s.id not in drop],
+        evaluation=[s for s in splits.evaluation if s.id not in drop],
+        info=info,
     )
 
 
@@ -326,8 +410,16 @@ def run_choices(cfg: DictConfig) -> dict[str, str]:
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """The journey; writes responses.jsonl, report.md, config.yaml and (last) metrics.json."""
+    check_settings(cfg)  # every bad value at once, before anything loads
+    lock = start_run(run_dir)  # this run's folder: no other live run, no stale results
+    try:
+        return _evaluate(cfg, run_dir)
+    finally:
+        lock.release()
+
+
+def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     started = time.time()
-    run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     method = build_method(cfg)  # the parts first: a config mistake shows before any work
@@ -337,6 +429,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # cannot encode an image+text batch fails in seconds, before data preparation.
     vlm = load_model(cfg)
     splits = load_data(cfg)
+    check_data(method, splits)
     utility_items = utility_set.items()
     log.info(
         "data: %d fit, %d validation, %d evaluation samples",
@@ -347,6 +440,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     fit_method(method, vlm, splits.fit, run_dir, splits.validation)
     check_fitted_apart(method, splits.evaluation)
+    splits = drop_too_long(cfg, vlm, method, splits)  # as the fitted method asks them
     # Closed in all cases, so a failed job of a multirun leaves no connection behind.
     with open_cache(cfg) as cache:
         generation = generate_answers(cfg, vlm, method, splits.evaluation, cache)
@@ -399,6 +493,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """One full run, reported to the configured logger, which is closed whatever happens."""
+    check_settings(cfg)  # before the logger records anything
     logger = build_logger(cfg)
     choices = run_choices(cfg)
     logger.start(

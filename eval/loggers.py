@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from calib.secrets import KEY_PATTERNS, secret_by_name
+
 REDACTED = "<redacted>"
 SECRET_NAME = re.compile(r"api[_-]?key|token|secret|passw|authori[sz]ation|credential", re.I)
 MIN_SECRET_LENGTH = 8  # shorter environment values are too likely to occur by chance
@@ -29,20 +31,18 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 def _secret_key(key: Any, value: Any) -> bool:
-    """A secret-looking key holding a value (``api_key: sk-...``; not ``api_key_env: NAME``)."""
-    name = str(key)
-    return (
-        bool(SECRET_NAME.search(name))
-        and not name.endswith(("_env", "_var"))
-        and value not in (None, "")
-    )
+    """A secret by its key's name (``api_key``, ``token``, ``*_password``; not
+    ``max_new_tokens``, nor ``api_key_env: NAME``) or by its value's look (``sk-...``)."""
+    return secret_by_name(key, value)
 
 
 def redact(value: Any, secrets: list[str] | None = None) -> Any:
     """A copy of ``value`` (nested dicts/lists) without secrets.
 
-    Values under secret-looking keys are replaced whole; any other string has the values of
-    secret environment variables cut out (a key interpolated into a URL, say).
+    Values under secret keys, and values that look like keys, are replaced whole
+    (:func:`calib.secrets.is_secret`: explicit names and value patterns, so that
+    ``max_new_tokens`` stays visible); any other string has the values of secret
+    environment variables cut out (a key interpolated into a URL, say).
     """
     secrets = secret_values() if secrets is None else secrets
     if isinstance(value, Mapping):
@@ -52,6 +52,7 @@ def redact(value: Any, secrets: list[str] | None = None) -> Any:
     if isinstance(value, str):
         for secret in secrets:
             value = value.replace(secret, REDACTED)
+        value = KEY_PATTERNS.sub(REDACTED, value)
     return value
 
 

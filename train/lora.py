@@ -14,6 +14,7 @@ number of processes)::
 
     <cache_dir>/lora/<key>/checkpoints/   Trainer checkpoints while training (removed at the end)
     <cache_dir>/lora/<key>/adapter/       the finished adapter + adapter_card.json
+    <cache_dir>/lora/<key>.lock           held while a job trains the key (others wait, then reuse)
 
 Checkpoints are keyed by that hash rather than kept in the run folder because Hydra gives
 every run a new timestamped folder: re-running the same command (same config, same data)
@@ -53,11 +54,14 @@ from transformers import TrainerCallback
 
 from calib.errors import ConfigError, TrainingDiverged
 from calib.io import write_json_atomic
+from calib.locks import FileLock
 from calib.model import VLM
 from train.lora_collator import COLLATOR_VERSION, ParityCollator
 from train.lora_data import TrainingExample, data_hash, to_dataset
 
 log = logging.getLogger("train.lora")
+LOCK_SUFFIX = ".lock"  # <cache_dir>/lora/<key>.lock: held by the job training that key
+LORA_WAIT = "LoRA: waiting for %s: pid %s on %s is training it (its adapter will be reused)"
 
 CARD_FILE = "adapter_card.json"
 CARD_FORMAT = 1
@@ -452,8 +456,6 @@ def train_adapter(
     Raises:
         TrainingDiverged: the loss became NaN/inf or exploded (names method.learning_rate).
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
     settings.check()
     if not examples:
         raise ValueError("no training examples: the calibration split gave nothing to train on")
@@ -464,6 +466,27 @@ def train_adapter(
     if (final / CARD_FILE).is_file():
         log.info("LoRA: reusing the adapter already trained with this config: %s", final)
         return final
+    # Jobs of one sweep that differ only outside the key (judge=a,b; method.merge) share the
+    # folder: one trains, the others wait for it and reuse its adapter. Under DDP the ranks
+    # of one job train together and take no lock (one DDP job per key at a time).
+    lock = FileLock(root.parent / f"{key}{LOCK_SUFFIX}") if state.num_processes == 1 else None
+    if lock is not None:
+        lock.acquire(on_wait=lambda who: log.info(LORA_WAIT, key, who.get("pid"), who.get("host")))
+    try:
+        if (final / CARD_FILE).is_file():
+            log.info("LoRA: another job trained this adapter meanwhile; reusing %s", final)
+            return final
+        return _train(vlm, examples, settings, key, root, progress, callbacks, card_extra, state)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(vlm, examples, settings, key, root, progress, callbacks, card_extra, state) -> Path:
+    """Train (or resume) into ``root`` (the caller holds the key's lock)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    final = root / "adapter"
     checkpoints = root / "checkpoints"
     resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if resume:

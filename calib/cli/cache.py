@@ -1,8 +1,9 @@
 """``calib-cache``: inspect or empty the generation cache shared by runs.
 
-calib-cache stats                      # rows per model and method, file size
-calib-cache clear                      # delete every cached generation
+calib-cache stats                      # entries per model and method, shards, size
+calib-cache clear                      # delete every cached generation (of finished jobs)
 calib-cache clear --method none        # only one method's fingerprint (or --model ID)
+calib-cache compact                    # merge finished jobs' shards (and an old .sqlite) into one
 calib-cache stats --cache-dir /scratch/me/vsc-calib-cache
 calib-cache clear --judge              # the judges' reply caches (<cache_dir>/judge) instead
 """
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from calib.cli.common import program, resolved_paths, run_program
-from calib.generation.cache import CACHE_FILE, GenerationCache
+from calib.generation.cache import CACHE_DIR, LEGACY_FILE, GenerationCache
 from eval.judges.cache import clear_judge_caches, judge_cache_dir, judge_cache_stats
 
 
@@ -24,7 +25,7 @@ def default_cache_dir() -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = program("calib-cache", __doc__)
-    parser.add_argument("command", choices=["stats", "clear"])
+    parser.add_argument("command", choices=["stats", "clear", "compact"])
     parser.add_argument(
         "--cache-dir",
         type=Path,
@@ -62,8 +63,9 @@ def _judge_cache_command(args, cache_dir: Path) -> int:
 def _cache_command(args) -> int:
     if args.judge:
         return _judge_cache_command(args, args.cache_dir or default_cache_dir())
-    path = (args.cache_dir or default_cache_dir()) / CACHE_FILE
-    if not path.exists():
+    cache_dir = args.cache_dir or default_cache_dir()
+    path = cache_dir / CACHE_DIR
+    if not path.exists() and not (cache_dir / LEGACY_FILE).exists():
         print(f"no generation cache at {path} (nothing generated yet, or another --cache-dir)")
         return 0
     with GenerationCache(path) as cache:
@@ -71,10 +73,27 @@ def _cache_command(args) -> int:
             deleted = cache.clear(model=args.model, method=args.method)
             print(f"deleted {deleted} cached generation(s) from {path}")
             return 0
+        if args.command == "compact":
+            done = cache.compact()
+            print(
+                f"merged {done['shards']} shard(s) into one: {done['entries']} generation(s)"
+                + (f", {done['imported']} imported from {LEGACY_FILE}" if done["imported"] else "")
+            )
+            return 0
         stats = cache.stats()
-    print(f"{stats['path']}: {stats['rows']} generation(s), {stats['bytes'] / 1e6:.1f} MB")
+    print(
+        f"{stats['path']}: {stats['rows']} generation(s) in {stats['shards']} shard(s) "
+        f"({stats['live_shards']} being written), {stats['bytes'] / 1e6:.1f} MB"
+    )
     for group in stats["groups"]:
         print(f"  {group['rows']:>8}  {group['model']}  |  method {group['method']}")
+    for name, bad in stats["unreadable_lines"].items():
+        print(f"  warning: {bad} unreadable line(s) in {path / name} (skipped; mv it aside)")
+    if stats["legacy"]:
+        print(
+            f"  {stats['legacy']}: an older version's cache, not read; "
+            "calib-cache compact imports it"
+        )
     return 0
 
 

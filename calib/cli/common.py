@@ -26,6 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from calib.errors import USER_ERRORS
+from calib.runfolder import unique_dir
+
+# ``${calib_unique:<folder>}`` in conf/hydra/default.yaml: a folder of this run's own.
+if not OmegaConf.has_resolver("calib_unique"):
+    OmegaConf.register_new_resolver("calib_unique", unique_dir, use_cache=True)
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the installed ``calib`` package
 

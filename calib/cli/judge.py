@@ -26,13 +26,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from calib.cli.common import compose_config, program, run_program
+from calib.cli.csv_check import read_labels
 from calib.errors import ConfigError
 from calib.types import Label
 from eval.judges.agreement import (
     HUMAN_LABELS,
     LabelledResponse,
     disagreements_frame,
-    load_labelled,
     score_judgements,
 )
 from eval.judges.base import Judgement
@@ -170,7 +170,7 @@ def eval_command(overrides: Sequence[str]) -> dict:
             ) from None
     if str(cfg.labels).endswith(".jsonl"):
         return challenge_command(cfg, name)
-    rows = load_labelled(cfg.labels)
+    rows = read_labels(cfg.labels)  # every CSV checked first: file, line and fix named
     judgements, judge = judge_rows(cfg.judge, rows)
     report = score_judgements(rows, judgements, refusal_labels)
     baseline = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,26 @@ def length_order(
     return sorted(range(len(conversations)), key=lambda i: (-sizes[i], i))
 
 
+def context_length(vlm: VLM) -> int | None:
+    """The most tokens (prompt + generated) the text decoder takes; None when unknown."""
+    value = getattr(vlm.model.config.get_text_config(), "max_position_embeddings", None)
+    return int(value) if value else None
+
+
+def prompt_tokens(vlm: VLM, conversations: Sequence[Conversation]) -> list[int]:
+    """Each conversation's input length in tokens, image tokens included (as ``encode``
+    makes it, one at a time: no padding)."""
+    return [int(vlm.encode([c])["attention_mask"].sum()) for c in conversations]
+
+
+def token_batch_size(prompt: int, max_new_tokens: int, max_batch_tokens: int | None) -> int:
+    """Prompts per batch so that batch x (longest prompt + new tokens) stays within
+    ``max_batch_tokens`` (at least one; a huge number when there is no bound)."""
+    if max_batch_tokens is None:
+        return 1 << 30
+    return max(1, max_batch_tokens // (prompt + max_new_tokens))
+
+
 def batches(indices: Sequence[int], batch_size: int) -> Iterator[list[int]]:
     for start in range(0, len(indices), batch_size):
         yield list(indices[start : start + batch_size])
@@ -86,6 +107,7 @@ def generate(
     decoding: dict[str, Any],
     cache: GenerationCache | None = None,
     progress: bool = True,
+    max_batch_tokens: int | None = None,
 ) -> Generation:
     """Generate one response per sample with the method active, reusing the cache.
 
@@ -97,6 +119,8 @@ def generate(
         decoding: keyword arguments of ``vlm.generate`` (max_new_tokens, do_sample, ...).
         cache: where finished batches are committed and looked up; None generates all.
         progress: show a progress bar.
+        max_batch_tokens: bound on a batch's prompt + new tokens (summed over its prompts,
+            padding included); None = ``batch_size`` alone bounds it.
     """
     if batch_size < 1:
         raise ValueError(f"generation.batch_size={batch_size} must be >= 1")
@@ -124,35 +148,60 @@ def generate(
         order = [i for i in length_order(vlm, conversations, rendered) if i in missing]
     else:
         order = length_order(vlm, conversations)
-    cached = len(samples) - len(order)
-    if cached:
-        log.info("generation cache: %d of %d responses reused", cached, len(samples))
+        model = fingerprint = ""
+    # Jobs that need the same generations (a sweep's baseline, a base model's answers) take
+    # turns: one generates, the others wait, then find them in the cache.
+    claim = cache.claim([keys[i] for i in order]) if cache is not None and order else nullcontext()
+    with claim:
+        if cache is not None and order:  # what another job generated while this one waited
+            found = cache.get_many([keys[i] for i in order])
+            for i in order:
+                responses[i] = found.get(keys[i])
+            order = [i for i in order if responses[i] is None]
+        cached = len(samples) - len(order)
+        if cached:
+            log.info("generation cache: %d of %d responses reused", cached, len(samples))
 
-    def commit(batch: list[int], outputs: list[str]) -> None:
-        for i, text in zip(batch, outputs, strict=True):
-            responses[i] = text
-        if cache is not None:
-            cache.put_many(
-                Entry(keys[i], text, model, fingerprint, samples[i].id)
-                for i, text in zip(batch, outputs, strict=True)
+        def commit(batch: list[int], outputs: list[str]) -> None:
+            for i, text in zip(batch, outputs, strict=True):
+                responses[i] = text
+            if cache is not None:
+                cache.put_many(
+                    Entry(keys[i], text, model, fingerprint, samples[i].id)
+                    for i, text in zip(batch, outputs, strict=True)
+                )
+            bar.update(len(batch))
+
+        bar = tqdm(total=len(samples), initial=cached, desc="generate", disable=not progress)
+        try:
+            if order:
+                lengths = None
+                if max_batch_tokens is not None:
+                    measured = prompt_tokens(vlm, [conversations[i] for i in order])
+                    lengths = dict(zip(order, measured, strict=True))
+                with method.active(vlm):
+                    generate_in_batches(
+                        vlm,
+                        conversations,
+                        order,
+                        batch_size,
+                        decoding,
+                        commit,
+                        lengths=lengths,
+                        max_batch_tokens=max_batch_tokens,
+                    )
+        except KeyboardInterrupt:
+            done = sum(r is not None for r in responses)
+            where = (
+                f"saved in the cache {cache.path}" if cache is not None else "lost (cache disabled)"
             )
-        bar.update(len(batch))
-
-    bar = tqdm(total=len(samples), initial=cached, desc="generate", disable=not progress)
-    try:
-        if order:
-            with method.active(vlm):
-                generate_in_batches(vlm, conversations, order, batch_size, decoding, commit)
-    except KeyboardInterrupt:
-        done = sum(r is not None for r in responses)
-        where = f"saved in the cache {cache.path}" if cache is not None else "lost (cache disabled)"
-        log.warning(
-            "interrupted: %d of %d responses were done and are %s", done, len(samples), where
-        )
-        raise
-    finally:
-        bar.close()
-    return Generation([r if r is not None else "" for r in responses], len(order), cached)
+            log.warning(
+                "interrupted: %d of %d responses were done and are %s", done, len(samples), where
+            )
+            raise
+        finally:
+            bar.close()
+        return Generation([r if r is not None else "" for r in responses], len(order), cached)
 
 
 def generate_in_batches(
@@ -162,15 +211,26 @@ def generate_in_batches(
     batch_size: int,
     decoding: dict[str, Any],
     commit: Callable[[list[int], list[str]], None],
+    *,
+    lengths: dict[int, int] | None = None,
+    max_batch_tokens: int | None = None,
 ) -> None:
     """Generate ``conversations[i]`` for i in ``order``, ``batch_size`` at a time.
 
+    With ``lengths`` (prompt tokens) and ``max_batch_tokens``, a batch also holds no more
+    prompts than fit the token bound (its first, longest prompt sets the padded length).
     On an out-of-memory error the batch is halved and retried (down to one prompt); the
     smaller size is kept for the rest of the run. Each finished batch goes to ``commit``.
     """
     size, position = batch_size, 0
+    new_tokens = int(decoding.get("max_new_tokens", 0))
     while position < len(order):
-        batch = list(order[position : position + size])
+        fits = size
+        if lengths is not None:
+            fits = min(
+                size, token_batch_size(lengths[order[position]], new_tokens, max_batch_tokens)
+            )
+        batch = list(order[position : position + fits])
         try:
             outputs = vlm.generate([conversations[i] for i in batch], **decoding)
         except OUT_OF_MEMORY as err:

@@ -159,11 +159,6 @@ class FewShotMethod:
             problems.append(
                 f"method.pool_size={pool_size!r} must be an integer >= 1, or null for all"
             )
-        elif isinstance(k, int) and pool_size is not None and pool_size < k - k // 2:
-            problems.append(
-                f"method.pool_size={pool_size} is smaller than the {k - k // 2} safe "
-                f"demonstrations method.k={k} needs: raise method.pool_size"
-            )
         if not isinstance(generate_batch_size, int) or generate_batch_size < 1:
             problems.append(
                 f"method.generate_batch_size={generate_batch_size!r} must be an integer >= 1"
@@ -195,24 +190,34 @@ class FewShotMethod:
 
     # --- fit ----------------------------------------------------------------------------
 
+    def check_data(self, fit: Sequence[Sample], validation: Sequence[Sample] = ()) -> None:
+        """Before the model loads: does the fit part hold ``k`` demonstrations, and may the
+        pool hold them? One fix is given, the split first (the pool cannot exceed it)."""
+        counts = {label: sum(s.label == label for s in fit) for label in ("safe", "unsafe")}
+        needed = {"safe": self.n_safe, "unsafe": self.n_unsafe}
+        short = [f"{counts[label]} {label}" for label in needed if counts[label] < needed[label]]
+        if short:
+            most = 2 * min(counts["safe"], counts["unsafe"]) + (counts["safe"] > counts["unsafe"])
+            raise ConfigError(
+                f"method.k={self.k} needs {self.n_safe} safe and {self.n_unsafe} unsafe "
+                f"demonstrations but the fit part of the calibration split has only "
+                f"{' and '.join(short)}: lower method.k (at most {most} here) or give the "
+                "calibration split more samples (data.calibration_fraction, data.limit)"
+            )
+        if self.pool_size is not None and self.pool_size < self.n_safe:
+            raise ConfigError(
+                f"method.pool_size={self.pool_size} is smaller than the {self.n_safe} safe "
+                f"demonstrations method.k={self.k} needs: raise method.pool_size to at least "
+                f"{self.n_safe} (or null for all), or lower method.k"
+            )
+
     def fit(self, vlm: VLM, samples: Sequence[Sample], workdir: Path) -> None:
         """Draws the candidate pool from ``samples`` (the calibration split) and answers it."""
+        self.check_data(samples)
         candidates = {
             label: spread([s for s in samples if s.label == label], f"{self.seed}:{label}")
             for label in ("safe", "unsafe")
         }
-        needed = {"safe": self.n_safe, "unsafe": self.n_unsafe}
-        short = [
-            f"{len(candidates[label])} {label}"
-            for label in needed
-            if len(candidates[label]) < needed[label]
-        ]
-        if short:
-            raise ConfigError(
-                f"method.k={self.k} needs {self.n_safe} safe and {self.n_unsafe} unsafe "
-                f"demonstrations but the calibration split has only {' and '.join(short)}: "
-                "lower method.k or give the calibration split more samples (data settings)"
-            )
         unsafe = candidates["unsafe"][: self.pool_size]
         safe = candidates["safe"][: self.pool_size]
         fixed = self.selection == "random"  # every query gets the same first ones

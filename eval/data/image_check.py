@@ -1,8 +1,11 @@
-"""Is each image file there and readable? A quick check for loaders, a full one for ``check``.
+"""Is each image file there and readable? A full check (every pixel decoded) for loaders and
+``calib-data check``; ``calib-data check --quick`` skips the decoding.
 
 The quick check opens the file, lets Pillow verify it (PNG: every chunk and its checksum) and,
 for JPEG, looks for the end-of-image marker, which catches missing, empty, non-image and
-truncated files without decoding pixels. The full check also decodes every pixel.
+truncated files without decoding pixels. The full check also decodes every pixel, which is
+what catches a PNG whose chunks are intact but whose compressed data is broken (it would stop
+a run mid-generation); decoding is cheap next to generating.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from PIL import Image
 
 MISSING = "missing"
 JPEG_END = b"\xff\xd9"
-# Files that passed the quick check in this process, keyed by (path, mtime, size): a sweep
+# Files that passed a check in this process, keyed by (path, mtime, size, full): a sweep
 # that loads the benchmark once per job re-checks only files that changed.
-_PASSED_QUICK: set[tuple[str, int, int]] = set()
+_PASSED: set[tuple[str, int, int, bool]] = set()
 
 
 def _identity(path: str) -> tuple[str, int, int] | None:
@@ -80,11 +83,11 @@ def check_images(paths: Iterable[str | Path], full: bool = False, workers: int =
 
     def problem_of(path: str) -> str | None:
         identity = _identity(path)
-        if not full and identity in _PASSED_QUICK:
+        if identity is not None and ((*identity, full) in _PASSED or (*identity, True) in _PASSED):
             return None
         problem = image_problem(path, full=full)
         if problem is None and identity is not None:
-            _PASSED_QUICK.add(identity)
+            _PASSED.add((*identity, full))
         return problem
 
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -76,6 +76,13 @@ def read_sheet(path: Path, columns: Sequence[str], key: str) -> pd.DataFrame:
             f"{key}: {path} lacks the column(s) {absent}; found {list(frame.columns)}. "
             "Is this VSCBench's spreadsheet?"
         )
+    filled = frame.empty or (frame[list(columns)].map(lambda v: str(v).strip()) != "").to_numpy()
+    if frame.empty or not filled.any():
+        raise DataError(
+            f"{key}: {path} has the header but no rows: is it the full download, or a file "
+            "saved after its rows were deleted? Download VSCBench's spreadsheet again (see "
+            "README) or point the key at the complete file"
+        )
     return frame
 
 
@@ -371,7 +378,9 @@ def load_vscbench(
     base = Path(root).expanduser().resolve() if root is not None else Path.cwd()
     samples = select(vscbench_samples(base, image_frame, text_frame), conditions, categories)
 
-    report = check_images(s.image for s in samples if s.image is not None)
+    # Decoded in full: a picture that passes the quick check but cannot be decoded would stop
+    # the run mid-generation.
+    report = check_images((s.image for s in samples if s.image is not None), full=True)
     bad = set(report.bad)
     if bad and on_missing == "error":
         raise DataError(

@@ -17,7 +17,7 @@ import pytest
 from calib.cli.common import compose_config
 from calib.cli.run import objective
 from calib.errors import ModelLoadError
-from calib.generation.cache import CACHE_FILE
+from calib.generation.cache import CACHE_DIR
 from calib.io import read_jsonl
 from calib.pipeline import run
 from eval.report import fmt, summary_lines
@@ -165,7 +165,7 @@ def test_cache_disabled_generates_everything_and_writes_no_cache(tmp_path):
     overrides = [f"paths.cache_dir={cache}", "cache.enabled=false", "utility=none", "data.limit=8"]
     first = run(compose_cfg(*overrides), tmp_path / "first")
     second = run(compose_cfg(*overrides), tmp_path / "second")
-    assert not (cache / CACHE_FILE).exists()
+    assert not (cache / CACHE_DIR).exists()
     for metrics in (first, second):
         assert metrics["run"]["cached"] == 0
         assert metrics["run"]["generated"] == metrics["run"]["n_evaluation"]

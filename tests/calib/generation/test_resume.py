@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from calib.generation.cache import GenerationCache
 from calib.io import read_jsonl
 
 BATCH = 1
@@ -42,14 +42,9 @@ def run_command(run_dir: Path, cache_dir: Path) -> list[str]:
 
 
 def committed_rows(cache_dir: Path) -> int:
-    path = cache_dir / "generations.sqlite"
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(path, timeout=5) as conn:
-            return conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
-    except sqlite3.OperationalError:  # the table is being created
-        return 0
+    """Responses committed to the cache, as another process sees them."""
+    with GenerationCache.in_dir(cache_dir) as cache:
+        return cache.count()
 
 
 def start_and_stop(command: list[str], cache_dir: Path, at_least: int, sig: int) -> tuple:
@@ -108,3 +103,15 @@ def test_interrupted_and_killed_runs_resume(tmp_path):
     assert len(ids) == n and len(set(ids)) == n
     # The validation part is generated (and cached) after the evaluation part.
     assert committed_rows(cache_dir) == n + metrics["run"]["n_validation"]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_with_the_resume_hint(tmp_path):
+    """What SLURM sends before it kills a preempted job: the run stops like Ctrl-C."""
+    cache_dir = tmp_path / "cache"
+    command = [*run_command(tmp_path / "run", cache_dir), "data.limit=24"]
+    code, _, err = start_and_stop(command, cache_dir, at_least=BATCH, sig=signal.SIGTERM)
+    assert code == 143, err[-3000:]
+    assert "terminated (SIGTERM)" in err and "re-run the same command to resume" in err
+    assert "Traceback" not in err, err[-3000:]
+    assert not (tmp_path / "run" / "metrics.json").exists()

@@ -354,8 +354,18 @@ def test_config_problems_are_reported_at_once(tiny_cache_dir):
     assert "3 configuration problem(s)" in message
     assert "method.k=0" in message and "method.selection='nearest'" in message
     assert "method.pool_size=-1" in message
-    with pytest.raises(ConfigError, match=r"method\.pool_size=1 is smaller"):
-        make(tiny_cache_dir, "method.k=4", "method.pool_size=1")
+
+
+def test_k_beyond_the_split_gets_one_fix_before_the_model_loads(splits, tiny_cache_dir):
+    """method.k=500: the split is checked first ("lower method.k"), not the pool first and
+    the split after raising it; both checks need no model (pipeline.check_data)."""
+    calibration, _ = splits
+    big = make(tiny_cache_dir, "method.k=500")  # pool_size 32 < 250: no longer an error here
+    with pytest.raises(ConfigError, match=r"method\.k=500 needs .* lower method\.k \(at most"):
+        big.check_data(calibration)
+    with pytest.raises(ConfigError, match=r"raise method\.pool_size") as caught:
+        make(tiny_cache_dir, "method.k=4", "method.pool_size=1").check_data(calibration)
+    assert "lower method.k" in str(caught.value)
 
 
 def test_too_small_a_calibration_split_names_method_k(splits, tiny_llava, tiny_cache_dir, tmp_path):

@@ -8,11 +8,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from hydra.utils import call
 from PIL import Image
 
 from calib.cli.common import compose_config, config_dir
 from calib.errors import ConfigError, DataError
+from calib.pipeline import load_data
 from eval.data.render import FIGSTEP_INSTRUCTION
 from eval.data.splits import normalise_text
 from eval.data.vscbench import (
@@ -219,7 +219,7 @@ def test_conf_data_vscbench_yields_data_splits(synthetic_root):
     cfg = compose_config(
         overrides=["data=vscbench", f"data.root={synthetic_root}", "data.limit=24"],
     )
-    splits = call(cfg.data)
+    splits = load_data(cfg)  # call(cfg.data) without the keys the run reads itself
     assert len(splits.samples) == 24
     assert splits.info["source"] == "vscbench" and splits.info["seed"] == cfg.seed
     assert json.loads(json.dumps(splits.info)) == splits.info, "info must be JSON-able"
