@@ -1,0 +1,83 @@
+"""``calib-organism``: train the model organism, or check that the shipped one is current.
+
+calib-organism train                          # retrain the shipped weights (calib/model/organism/weights)
+calib-organism train --out /tmp/organism      # elsewhere; use it with model.id=/tmp/organism
+calib-organism train model.organism.epochs=2  # any model.organism.* override (conf/model/organism.yaml)
+calib-organism check                          # does the shipped card match the current corpus hash?
+
+The settings are ``model.organism`` of ``conf/model/organism.yaml``; the system instruction
+it learns to obey is the ``calibrated`` preset of ``conf/method/prompting.yaml``, and the
+refusals its demonstrations show are few-shot's defaults (:mod:`calib.methods.refusals`),
+so that ``method=prompting`` and ``method=few_shot`` reach it exactly as trained.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from calib.cli.common import compose_config, program, run_program
+from calib.methods.refusals import DEFAULT_REFUSAL_TEMPLATES
+from calib.model.organism import WEIGHTS_DIR
+from train.organism import CARD_FILE, OrganismSettings, corpus_hash, train_organism
+
+RETRAIN = "retrain with `calib-organism train` (about 5 minutes on 2 CPU cores)"
+
+
+def organism_settings(overrides: Sequence[str] = ()) -> OrganismSettings:
+    """The training settings as ``conf/`` (with these overrides) gives them."""
+    cfg = compose_config(["model=organism", "method=prompting", *overrides])
+    organism = OmegaConf.to_container(cfg.model.organism, resolve=True)
+    instruction = cfg.method.presets.calibrated
+    return OrganismSettings.from_config(organism, instruction, DEFAULT_REFUSAL_TEMPLATES)
+
+
+def stale_reason(folder: Path = WEIGHTS_DIR, overrides: Sequence[str] = ()) -> str | None:
+    """Why the weights in ``folder`` do not match the current world and config, or None."""
+    card_path = folder / CARD_FILE
+    if not card_path.is_file():
+        return f"{card_path} is missing: {RETRAIN}"
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    current = corpus_hash(organism_settings(overrides))
+    if card.get("corpus_hash") != current:
+        return (
+            f"the organism in {folder} was trained on corpus {card.get('corpus_hash')}, but the "
+            f"world and conf/model/organism.yaml now give {current}: {RETRAIN}"
+        )
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = program("calib-organism", __doc__)
+    parser.add_argument("command", choices=["train", "check"])
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where to write weights")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("overrides", nargs="*", help="model.organism.* overrides (key=value)")
+    args = parser.parse_args(argv)
+    return run_program("calib-organism", lambda: _command(args))
+
+
+def _command(args) -> int:
+    if args.command == "check":
+        reason = stale_reason(args.out, args.overrides)
+        print(
+            reason
+            or f"{args.out}: current (corpus {corpus_hash(organism_settings(args.overrides))})"
+        )
+        return 1 if reason else 0
+    card = train_organism(
+        organism_settings(args.overrides), args.out, progress=not args.no_progress
+    )
+    print(
+        f"organism trained in {card['train_seconds']} s on {card['torch_threads']} thread(s): "
+        f"{card['parameters']:,} parameters, {card['weights_bytes'] / 1e6:.1f} MB of weights, "
+        f"final loss {card['loss_curve'][-1]['loss']}, corpus {card['corpus_hash']} -> {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
