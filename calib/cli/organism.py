@@ -1,8 +1,8 @@
 """``calib-organism``: train the model organism, or check that the shipped one is current.
 
-calib-organism train                          # retrain the shipped weights (calib/model/organism/weights)
+calib-organism train                          # retrain the shipped weights (in the package)
 calib-organism train --out /tmp/organism      # elsewhere; use it with model.id=/tmp/organism
-calib-organism train model.organism.epochs=2  # any model.organism.* override (conf/model/organism.yaml)
+calib-organism train model.organism.epochs=2  # any model.organism.* override
 calib-organism check                          # does the shipped card match the current corpus hash?
 
 The settings are ``model.organism`` of ``conf/model/organism.yaml``; the system instruction
