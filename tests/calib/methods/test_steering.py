@@ -20,6 +20,7 @@ from calib.io import read_jsonl
 from calib.methods.steering import VECTORS_FILE, SteeringMethod
 from calib.pipeline import run
 from calib.types import Sample
+from tests.conftest import TINY_RUN
 from train.steering import SteeringVectors
 
 LAYER = 1
@@ -370,7 +371,9 @@ FAST = ["utility=none", "data.limit=16", "generation.max_new_tokens=4", "metrics
 
 
 def compose_cfg(*overrides: str, hydra_config: bool = False):
-    return compose_config(overrides=[*FAST, *overrides], return_hydra_config=hydra_config)
+    return compose_config(
+        overrides=[*TINY_RUN, *FAST, *overrides], return_hydra_config=hydra_config
+    )
 
 
 @pytest.mark.slow
@@ -412,6 +415,7 @@ def _calib_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
             sys.executable,
             "-m",
             "calib.cli.run",
+            *TINY_RUN,
             *args,
             *FAST,
             f"paths.cache_dir={tmp_path / 'cache'}",
