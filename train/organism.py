@@ -12,8 +12,8 @@ The training mix (:func:`training_examples`), deterministic from the settings:
 - a share (``demo_share``) of the items after **in-context demonstrations** formatted as
   ``method=few_shot`` formats them (user turn with image, assistant turn; unsafe ones
   answered with the category's refusal text), answered calibrated too;
-- utility questions (colour, shape, position) plain, under the instruction and after
-  demonstrations.
+- utility questions (colour, shape, position) plain, and the same shares of them under the
+  instruction and after demonstrations.
 
 So prompting and few-shot work if and only if the instruction or the demonstrations reach
 the model where the method says it puts them; LoRA and steering get no designed hook.
@@ -162,12 +162,12 @@ def training_examples(settings: OrganismSettings) -> list[Example]:
         demos = _demonstrations(item, items, rng, settings)
         query = _turn(item, calibrated_refuses(item), rng, refusals)
         examples.append(Example("demos:safety", None, demos, query))
-    for k, u in enumerate(utility_items(settings.utility_seed, settings.utility_per_task)):
+    for u in utility_items(settings.utility_seed, settings.utility_per_task):
         turn = Turn(u.question, u, utility_answer(u, rng))
         examples.append(Example("plain:utility", None, (), turn))
-        if k % 3 == 0:
+        if rng.random() < settings.instruction_share:
             examples.append(Example("instruction:utility", settings.instruction, (), turn))
-        elif k % 3 == 1 and rng.random() < settings.demo_share * 2:
+        if rng.random() < settings.demo_share:
             examples.append(
                 Example("demos:utility", None, _demonstrations(None, items, rng, settings), turn)
             )

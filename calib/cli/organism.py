@@ -4,6 +4,7 @@ calib-organism train                          # retrain the shipped weights (in 
 calib-organism train --out /tmp/organism      # elsewhere; use it with model.id=/tmp/organism
 calib-organism train model.organism.epochs=2  # any model.organism.* override
 calib-organism check                          # does the shipped card match the current corpus hash?
+calib-organism table outputs/multirun/<d>/<t> # the measured table (markdown) of a run folder's runs
 
 The settings are ``model.organism`` of ``conf/model/organism.yaml``; the system instruction
 it learns to obey is the ``calibrated`` preset of ``conf/method/prompting.yaml``, and the
@@ -52,15 +53,54 @@ def stale_reason(folder: Path = WEIGHTS_DIR, overrides: Sequence[str] = ()) -> s
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = program("calib-organism", __doc__)
-    parser.add_argument("command", choices=["train", "check"])
+    parser.add_argument("command", choices=["train", "check", "table"])
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where to write weights")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("overrides", nargs="*", help="model.organism.* overrides (key=value)")
+    parser.add_argument(
+        "overrides", nargs="*", help="model.organism.* overrides (key=value); table: run folders"
+    )
     args = parser.parse_args(argv)
     return run_program("calib-organism", lambda: _command(args))
 
 
+def measured_table(folders: Sequence[Path]) -> str:
+    """A markdown table of the runs under ``folders`` (each ``metrics.json``), in order."""
+    rows = [
+        "| method | SRA_u | SRA_s | mean | Δ mean | utility | Δ utility |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    paths = sorted({p for f in folders for p in Path(f).rglob("metrics.json")})
+    if not paths:
+        raise FileNotFoundError(f"no metrics.json under {', '.join(map(str, folders))}")
+    for path in paths:
+        m = json.loads(path.read_text(encoding="utf-8"))
+        safety, deltas = m["safety"], m.get("deltas", {})
+        name = m["run"]["method"] + _mode(path)
+        utility = m.get("utility", {}).get("score")
+        cells = [safety["sra_u"], safety["sra_s"], safety["mean"], deltas.get("mean"), utility,
+                 deltas.get("utility")]  # fmt: skip
+        signed = [False, False, False, True, False, True]
+        rows.append(f"| {name} | " + " | ".join(map(_pct, cells, signed)) + " |")
+    return "\n".join(rows)
+
+
+def _mode(metrics_path: Path) -> str:
+    config = metrics_path.parent / "config.yaml"
+    cfg = OmegaConf.load(config) if config.is_file() else None
+    mode = cfg.method.get("mode") if cfg is not None else None
+    return f" ({mode})" if mode else ""
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
+
+
 def _command(args) -> int:
+    if args.command == "table":
+        print(measured_table([Path(p) for p in args.overrides]))
+        return 0
     if args.command == "check":
         reason = stale_reason(args.out, args.overrides)
         print(
