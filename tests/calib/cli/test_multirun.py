@@ -33,6 +33,7 @@ def test_two_job_multirun_completes(tmp_path):
             "-m",
             "calib.cli.run",
             "-m",
+            *TINY_RUN,
             "hydra/launcher=submitit_local",
             "method=none",
             "seed=0,1",

@@ -35,7 +35,7 @@ def test_splits_share_no_group_nor_prompt(tmp_path):
         for j in range(i + 1, 3):
             assert not groups[i] & groups[j] and not prompts[i] & prompts[j]
     assert len(splits.evaluation) > len(splits.calibration)
-    with pytest.raises(ConfigError, match="data.conditions"):
+    with pytest.raises(ConfigError, match=r"data\.conditions"):
         load_organism(str(tmp_path), ["typography"], 0.2, 0.25, seed=0, limit=None)
 
 
