@@ -408,6 +408,7 @@ def test_a_k_sweep_from_the_command_line(tiny_cache_dir, tmp_path):
             "-m",
             "calib.cli.run",
             "-m",
+            *TINY_RUN,
             "method=few_shot",
             "method.k=1,2",
             f"hydra.sweep.dir={sweep_dir}",
