@@ -12,5 +12,8 @@ CONF_PACKAGES = ["calib.conf", *(f"calib.conf.{name}" for name in find_namespace
 setup(
     packages=[*find_packages(include=["calib*", "train*", "eval*"]), *CONF_PACKAGES],
     package_dir={"calib.conf": "conf"},
-    package_data={"": ["*.yaml", "*.json", "*.txt", "*.safetensors", "*.md"]},
+    package_data={
+        "": ["*.yaml", "*.json", "*.txt", "*.safetensors", "*.md", "*.jinja"],
+        "calib.model.organism": ["weights/*"],  # the shipped organism (not a package)
+    },
 )

@@ -46,6 +46,9 @@ CONF_DIR = config_dir()
 #: The reference data of the project (never copied into it): ../shared/data from the repo root.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY_MODELS = {"llava": "tiny", "idefics3": "tiny_idefics3", "gemma3": "tiny_gemma3"}
+#: Overrides that pin a run to the random tiny model and the embedded sample sets: the
+#: default run is the organism (conf/config.yaml); tests of the machinery use these.
+TINY_RUN = ["model=tiny", "data=sample", "utility=sample"]
 
 
 def tiny_model_cfg(arch: str) -> DictConfig:

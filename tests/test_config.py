@@ -22,7 +22,9 @@ def compose_with(*overrides: str):
 
 def test_defaults_compose():
     cfg = compose_with()
-    assert cfg.model.tiny is not None, "the default model must be the embedded tiny VLM"
+    assert cfg.model.organism is not None, "the default model must be the shipped organism"
+    assert cfg.data._target_ == "eval.data.organism.load_organism"
+    assert cfg.utility._target_ == "eval.utility.organism.OrganismUtility"
     assert cfg.seed == 0
 
 

@@ -1,9 +1,10 @@
 """Loading any Hugging Face VLM as a :class:`~calib.model.vlm.VLM`.
 
 ``load_vlm(cfg.model, cfg.paths.cache_dir)`` loads a hub checkpoint or local folder with
-``AutoModelForImageTextToText`` + ``AutoProcessor``, or, when ``model.id`` is null, builds
-the tiny random model described by ``model.tiny`` (:mod:`calib.model.tiny`) and loads it the same
-way. The :class:`VLM` renders chats, encodes them (left padding, images loaded from the
+``AutoModelForImageTextToText`` + ``AutoProcessor``, or, when ``model.id`` is null, the
+organism's shipped weights (a config with ``model.organism``, :mod:`calib.model.organism`) or
+the tiny random model described by ``model.tiny`` (:mod:`calib.model.tiny`), the same way.
+The :class:`VLM` renders chats, encodes them (left padding, images loaded from the
 paths inside the messages), generates in batches and reads the residual stream.
 """
 
@@ -21,6 +22,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from calib.errors import ModelLoadError
+from calib.model.organism import WEIGHTS_DIR
 from calib.model.tiny import build_tiny
 from calib.model.vlm import VLM
 
@@ -28,6 +30,7 @@ log = logging.getLogger("calib.model.load")
 
 MODEL_KEYS = ("name", "id", "revision", "dtype", "device", "trust_remote_code")
 TINY_KEY = "tiny"  # only in the configs of models built from config (conf/model/tiny*.yaml)
+ORGANISM_KEY = "organism"  # only in conf/model/organism.yaml: id null = the shipped weights
 DTYPES: dict[str, torch.dtype | str] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
@@ -57,7 +60,9 @@ def load_vlm(model_cfg: Mapping[str, Any], cache_dir: str | os.PathLike) -> VLM:
     device = resolve_device(model_cfg["device"])
     dtype = DTYPES[model_cfg["dtype"]]
     model_id, revision = model_cfg["id"], model_cfg["revision"]
-    if model_id is None:
+    if model_id is None and model_cfg.get(ORGANISM_KEY) is not None:
+        source, revision = str(shipped_organism()), None
+    elif model_id is None:
         source, revision = str(build_tiny(model_cfg[TINY_KEY], cache_dir)), None
     elif _is_local(str(model_id)):
         source = str(Path(str(model_id)).expanduser())
@@ -244,6 +249,20 @@ def check_encodes(vlm: VLM, model_id: Any) -> None:
             ) from err
 
 
+def shipped_organism() -> Path:
+    """The folder of the organism's shipped weights.
+
+    Raises:
+        ModelLoadError: the weights are missing (a source checkout before training).
+    """
+    if not (WEIGHTS_DIR / "config.json").is_file():
+        raise ModelLoadError(
+            f"model=organism: no shipped weights in {WEIGHTS_DIR}. Train them with "
+            "`calib-organism train`, or point model.id at a folder it wrote."
+        )
+    return WEIGHTS_DIR
+
+
 def _hub_commit(repo_id: str, revision: str | None) -> str | None:
     """The commit of the cached snapshot a hub model was loaded from (no network)."""
     from huggingface_hub import try_to_load_from_cache
@@ -272,7 +291,11 @@ def _check_model_cfg(model_cfg: Mapping[str, Any]) -> None:
                     f"model.device={model_cfg['device']!r} is not a device: use auto, cpu, cuda, "
                     "cuda:1, ..."
                 )
-        if model_cfg["id"] is None and model_cfg.get(TINY_KEY) is None:
+        if (
+            model_cfg["id"] is None
+            and model_cfg.get(TINY_KEY) is None
+            and model_cfg.get(ORGANISM_KEY) is None
+        ):
             problems.append("model.id and model.tiny are both null: set one (or use model=tiny)")
     if problems:
         raise ValueError("Invalid model config: " + "; ".join(problems))

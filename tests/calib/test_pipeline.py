@@ -21,13 +21,14 @@ from calib.generation.cache import CACHE_DIR
 from calib.io import read_jsonl
 from calib.pipeline import run
 from eval.report import fmt, summary_lines
+from tests.conftest import TINY_RUN
 
 FAST = ["generation.max_new_tokens=12", "metrics.n_boot=20"]
 UNDECIDED = ("EMPTY", "UNJUDGED")
 
 
 def compose_cfg(*overrides: str):
-    return compose_config(overrides=[*FAST, *overrides])
+    return compose_config(overrides=[*TINY_RUN, *FAST, *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +107,7 @@ def test_cli_prints_summary(tmp_path):
             sys.executable,
             "-m",
             "calib.cli.run",
+            *TINY_RUN,
             *FAST,
             f"hydra.run.dir={run_dir}",
             f"paths.cache_dir={tmp_path / 'cache'}",
@@ -135,6 +137,7 @@ def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
             sys.executable,
             "-m",
             "calib.cli.run",
+            *TINY_RUN,
             *FAST,
             f"hydra.run.dir={tmp_path / 'run'}",
             f"paths.cache_dir={tmp_path / 'cache'}",

@@ -11,6 +11,7 @@ from calib.io import read_jsonl
 from calib.model import VLM
 from calib.pipeline import run
 from eval.deltas import Baseline, deltas
+from tests.conftest import TINY_RUN
 
 CONF = config_dir()
 FAST = [
@@ -23,7 +24,7 @@ FAST = [
 
 def compose_cfg(*overrides: str):
     fast = FAST if "utility=none" not in overrides else FAST[:-1]
-    return compose_config(overrides=[*fast, *overrides])
+    return compose_config(overrides=[*TINY_RUN, *fast, *overrides])
 
 
 def spy_on_generate(patch: pytest.MonkeyPatch) -> list[int]:

@@ -18,6 +18,7 @@ from calib.cli.common import compose_config, config_dir
 from calib.cli.compare import main
 from eval.compare import compare, find_runs, load_run, varying_settings
 from eval.plots import pareto_front
+from tests.conftest import TINY_RUN
 
 PLOTS = {"sra_tradeoff.png", "safety_vs_utility.png", "by_category.png"}
 
@@ -33,6 +34,8 @@ def sweep(tmp_path_factory) -> Path:
             "-m",
             "calib.cli.run",
             "-m",
+            *TINY_RUN,
+            *TINY_RUN,
             "method=none,prompting",
             f"hydra.sweep.dir={sweep_dir}",
             f"paths.cache_dir={root / 'cache'}",
@@ -127,7 +130,7 @@ def test_pareto_front_keeps_the_undominated():
 def test_four_methods_experiment_sweeps_the_baseline_and_the_four_methods():
     from hydra.types import RunMode
 
-    cfg = compose_config(overrides=["experiment=four_methods"], return_hydra_config=True)
+    cfg = compose_config(overrides=[*TINY_RUN, "experiment=four_methods"], return_hydra_config=True)
     assert cfg.hydra.mode == RunMode.MULTIRUN
     methods = cfg.hydra.sweeper.params.method.split(",")
     assert methods == ["none", "prompting", "few_shot", "lora", "steering"]

@@ -12,6 +12,7 @@ from PIL import Image
 
 from calib.types import RunLogger
 from eval.loggers import REDACTED, NullLogger, WandbLogger, redact, secret_values
+from tests.conftest import TINY_RUN
 
 WANDB_KEY = "wandbkey-0123456789abcdef0123456789abcdef"
 JUDGE_KEY = "sk-judge-secret-4f9a1c77e2"
@@ -218,7 +219,7 @@ def test_a_run_with_logger_wandb_logs_metrics_tables_plots_and_the_method(wandb_
         "data.limit=8",
         "utility.n_per_task=1",
     ]
-    cfg = compose_config(overrides=overrides)
+    cfg = compose_config(overrides=[*TINY_RUN, *overrides])
     metrics = run(cfg, wandb_env / "run")
 
     (run_dir,) = (wandb_env / "outputs" / "wandb").glob("offline-run-*")

@@ -123,11 +123,25 @@ def build_tiny(tiny_cfg: Mapping[str, Any], cache_dir: str | os.PathLike) -> Pat
     return final
 
 
-def _save(spec: TinySpec, folder: Path) -> None:
-    tokenizer = _train_tokenizer(spec)
+def new_tiny(spec: TinySpec, lines: list[str] | None = None):
+    """A fresh random model and its processor (not saved), the tokenizer trained on ``lines``.
+
+    Args:
+        spec: the tiny config.
+        lines: the tokenizer's training text; None = the project's corpus
+            (:func:`calib.model.tiny.corpus.corpus_lines`). The organism passes its world's text.
+
+    Returns:
+        ``(model, processor)``; the model is float32, in eval mode.
+    """
+    tokenizer = _train_tokenizer(spec, lines)
     processor = _PROCESSOR_BUILDERS[spec.arch](spec, tokenizer)
     config = _CONFIG_BUILDERS[spec.arch](spec, processor.tokenizer)
-    model = _init_model(config, spec.seed)
+    return _init_model(config, spec.seed), processor
+
+
+def _save(spec: TinySpec, folder: Path) -> None:
+    model, processor = new_tiny(spec)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     (folder / MARKER_FILE).write_text(json.dumps(asdict(spec), indent=2, sort_keys=True))
@@ -162,8 +176,8 @@ _SPECIAL_TOKENS = {
 }
 
 
-def _train_tokenizer(spec: TinySpec):
-    """A byte-level BPE trained on the project's corpus, wrapped for transformers."""
+def _train_tokenizer(spec: TinySpec, lines: list[str] | None = None):
+    """A byte-level BPE trained on ``lines`` (None: the project's corpus), for transformers."""
     from transformers import PreTrainedTokenizerFast
 
     special = _SPECIAL_TOKENS[spec.arch]
@@ -177,7 +191,7 @@ def _train_tokenizer(spec: TinySpec):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(corpus_lines(), trainer=trainer)
+    bpe.train_from_iterator(corpus_lines() if lines is None else lines, trainer=trainer)
     # Like the real tokenizers (Llama, Gemma), tokenizing with special tokens adds the BOS: a
     # template that does not write it (LLaVA-1.5's) relies on that.
     bos = special["bos"]

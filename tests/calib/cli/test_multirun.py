@@ -17,6 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from calib.cli.common import compose_config, config_dir
+from tests.conftest import TINY_RUN
 
 CONF = config_dir()
 FAST = ["generation.max_new_tokens=8", "metrics.n_boot=0", "data.limit=16", "utility=none"]
@@ -32,6 +33,7 @@ def test_two_job_multirun_completes(tmp_path):
             "-m",
             "calib.cli.run",
             "-m",
+            *TINY_RUN,
             "hydra/launcher=submitit_local",
             "method=none",
             "seed=0,1",
@@ -54,7 +56,7 @@ def test_two_job_multirun_completes(tmp_path):
 
 
 def launcher_config(*overrides: str) -> dict:
-    cfg = compose_config(overrides=list(overrides), return_hydra_config=True)
+    cfg = compose_config(overrides=[*TINY_RUN, *overrides], return_hydra_config=True)
     return OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
 
 

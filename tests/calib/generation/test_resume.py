@@ -20,6 +20,7 @@ import pytest
 
 from calib.generation.cache import GenerationCache
 from calib.io import read_jsonl
+from tests.conftest import TINY_RUN
 
 BATCH = 1
 # Long enough that a loaded machine still sees the run part-way (the tiny model writes
@@ -32,6 +33,7 @@ def run_command(run_dir: Path, cache_dir: Path) -> list[str]:
         sys.executable,
         "-m",
         "calib.cli.run",
+        *TINY_RUN,
         f"hydra.run.dir={run_dir}",
         f"paths.cache_dir={cache_dir}",
         f"generation.batch_size={BATCH}",

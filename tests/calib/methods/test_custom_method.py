@@ -20,6 +20,7 @@ from calib.cli.common import compose_config, config_dir
 from calib.errors import ConfigError
 from calib.pipeline import build_method, load_data, run
 from calib.types import CalibrationMethod
+from tests.conftest import TINY_RUN
 
 CONF = config_dir()
 MODULE = "lab_methods"
@@ -89,6 +90,7 @@ def test_a_method_outside_the_package_runs_end_to_end(
     _, conf = user_project
     cfg = compose_config(
         overrides=[
+            *TINY_RUN,
             f"hydra.searchpath=[file://{conf}]",
             "method=answer_briefly",
             f"paths.cache_dir={tiny_cache_dir}",
@@ -125,6 +127,7 @@ def test_a_method_outside_the_package_from_the_command_line(user_project, tiny_c
             sys.executable,
             "-m",
             "calib.cli.run",
+            *TINY_RUN,
             f"hydra.searchpath=[file://{conf}]",
             "method=answer_briefly",
             f"hydra.run.dir={run_dir}",
@@ -166,7 +169,12 @@ def test_a_method_missing_a_member_fails_when_built_naming_target_and_member(
     (code / f"{MODULE}.py").write_text(textwrap.dedent(INCOMPLETE_SOURCE))
     (conf / "method" / "half_done.yaml").write_text(f"_target_: {MODULE}.HalfDone\nrequest: x\n")
     cfg = compose_config(
-        [f"hydra.searchpath=[file://{conf}]", "method=half_done", f"paths.cache_dir={tmp_path}"]
+        [
+            *TINY_RUN,
+            f"hydra.searchpath=[file://{conf}]",
+            "method=half_done",
+            f"paths.cache_dir={tmp_path}",
+        ]
     )
     with pytest.raises(ConfigError) as error:
         build_method(cfg)

@@ -23,6 +23,7 @@ from calib.methods.refusals import DEFAULT_REFUSAL_TEMPLATES, refusal_target
 from calib.pipeline import build_method, load_data, run
 from calib.types import Sample
 from eval.data.vscbench import type_family
+from tests.conftest import TINY_RUN
 
 CONF = config_dir()
 MAX_NEW_TOKENS = 6
@@ -91,6 +92,7 @@ def make(cache_dir: Path, *overrides: str) -> FewShotMethod:
     """The method exactly as ``calib-run method=few_shot <overrides>`` builds it."""
     cfg = compose_config(
         overrides=[
+            *TINY_RUN,
             "method=few_shot",
             f"paths.cache_dir={cache_dir}",
             f"generation.max_new_tokens={MAX_NEW_TOKENS}",
@@ -386,6 +388,7 @@ FAST = ["generation.max_new_tokens=6", "metrics.n_boot=0", "data.limit=24", "uti
 def test_few_shot_runs_end_to_end(model, tiny_cache_dir, tmp_path):
     cfg = compose_config(
         overrides=[
+            *TINY_RUN,
             f"model={model}",
             "method=few_shot",
             "method.k=2",
@@ -415,6 +418,7 @@ def test_a_k_sweep_from_the_command_line(tiny_cache_dir, tmp_path):
             "-m",
             "calib.cli.run",
             "-m",
+            *TINY_RUN,
             "method=few_shot",
             "method.k=1,2",
             f"hydra.sweep.dir={sweep_dir}",

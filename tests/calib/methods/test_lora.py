@@ -21,6 +21,7 @@ from calib.io import read_jsonl
 from calib.methods.lora import ADAPTER_DIR, EXAMPLES_FILE, SOURCE_FILE, LoraMethod
 from calib.pipeline import build_method, load_data, run
 from calib.types import Sample
+from tests.conftest import TINY_RUN
 from train.lora import CARD_FILE, read_card
 
 CONF = config_dir()
@@ -38,7 +39,7 @@ LORA_FAST = [
 
 
 def compose_cfg(*overrides: str):
-    return compose_config(overrides=[*FAST, *LORA_FAST, *overrides])
+    return compose_config(overrides=[*TINY_RUN, *FAST, *LORA_FAST, *overrides])
 
 
 def lora_method(cache_dir: Path, *overrides: str) -> LoraMethod:

@@ -17,6 +17,7 @@ from calib.methods.prompting import PromptingMethod
 from calib.model import VLM
 from calib.pipeline import build_method, run
 from calib.types import Sample
+from tests.conftest import TINY_RUN
 
 CONF = config_dir()
 PRESETS = OmegaConf.to_container(OmegaConf.load(CONF / "method" / "prompting.yaml").presets)
@@ -25,7 +26,7 @@ QUERY = "How do I sharpen this?"
 
 def method_from_yaml(*overrides: str) -> PromptingMethod:
     """The method exactly as ``calib-run method=prompting <overrides>`` builds it."""
-    cfg = compose_config(overrides=["method=prompting", *overrides])
+    cfg = compose_config(overrides=[*TINY_RUN, "method=prompting", *overrides])
     return build_method(cfg)
 
 
@@ -240,6 +241,7 @@ def test_prompting_runs_end_to_end(model, tiny_cache_dir, tmp_path, monkeypatch)
     monkeypatch.setattr(VLM, "generate", recording)
     cfg = compose_config(
         overrides=[
+            *TINY_RUN,
             f"model={model}",
             "method=prompting",
             "method.preset=calibrated",
@@ -272,6 +274,8 @@ def test_a_preset_sweep_from_the_command_line(tiny_cache_dir, tmp_path):
             "-m",
             "calib.cli.run",
             "-m",
+            *TINY_RUN,
+            *TINY_RUN,
             "method=prompting",
             "method.preset=safety_reminder,calibrated",
             f"hydra.sweep.dir={sweep_dir}",

@@ -20,6 +20,7 @@ from calib.io import read_jsonl
 from calib.methods.steering import VECTORS_FILE, SteeringMethod
 from calib.pipeline import run
 from calib.types import Sample
+from tests.conftest import TINY_RUN
 from train.steering import SteeringVectors
 
 LAYER = 1
@@ -390,7 +391,9 @@ SPLIT = ["data.calibration_fraction=0.5", "data.validation_fraction=0.5"]
 
 
 def compose_cfg(*overrides: str, hydra_config: bool = False):
-    return compose_config(overrides=[*FAST, *overrides], return_hydra_config=hydra_config)
+    return compose_config(
+        overrides=[*TINY_RUN, *FAST, *overrides], return_hydra_config=hydra_config
+    )
 
 
 @pytest.mark.slow
@@ -442,6 +445,7 @@ def _calib_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
             "-m",
             "calib.cli.run",
             *args,
+            *TINY_RUN,
             *FAST,
             f"paths.cache_dir={tmp_path / 'cache'}",
         ],

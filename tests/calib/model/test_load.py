@@ -233,9 +233,13 @@ def test_hub_identity_is_the_cached_snapshot_commit(tmp_path, monkeypatch):
 def test_model_configs_share_their_keys(path):
     cfg = OmegaConf.load(path)
     keys = ["name", "id", "revision", "dtype", "device", "trust_remote_code"]
-    assert list(cfg) in (keys, [*keys, "tiny"]), "tiny: only for models built from config"
+    assert list(cfg) in (keys, [*keys, "tiny"], [*keys, "organism"]), (
+        "tiny: only for models built from config; organism: only for the model organism"
+    )
     assert path.read_text().startswith(f"# Launch: calib-run model={path.stem} ")
-    if "tiny" not in cfg:
+    if "organism" in cfg:
+        assert cfg.id is None and cfg.dtype == "float32" and "tiny" in cfg.organism
+    elif "tiny" not in cfg:
         assert cfg.id and cfg.dtype == "bfloat16" and cfg.trust_remote_code is False
         assert "GPU memory" in path.read_text()
     else:

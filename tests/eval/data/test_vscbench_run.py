@@ -9,6 +9,7 @@ import pytest
 from calib.cli.common import compose_config
 from calib.io import read_jsonl
 from calib.pipeline import run
+from tests.conftest import TINY_RUN
 
 
 @pytest.mark.slow
@@ -22,7 +23,7 @@ def test_vscbench_limit_24_runs_end_to_end(synthetic_root, tmp_path):
         "metrics.n_boot=10",
         "utility=none",
     ]
-    cfg = compose_config(overrides=overrides)
+    cfg = compose_config(overrides=[*TINY_RUN, *overrides])
     metrics = run(cfg, tmp_path / "out")
 
     data, run_info = metrics["data"], metrics["run"]
