@@ -19,6 +19,7 @@ import torch
 from calib.cli.common import compose_config
 from calib.model import load_vlm
 from calib.pipeline import evaluate
+from tests.conftest import TINY_RUN
 from tests.families import FAMILIES, NEEDS_TORCHVISION
 from train.lora_collator import ParityCollator, stop_ids
 from train.lora_data import TrainingExample, to_dataset
@@ -85,6 +86,7 @@ def folder_of(name: str, folders: dict[str, Path]) -> Path:
 def family_cfg(name: str, folder: Path, cache: Path, *overrides: str):
     return compose_config(
         [
+            *TINY_RUN,  # the sample data and utility; the family's preset replaces the model
             f"model={FAMILIES[name].preset}",
             f"model.id={folder}",
             f"paths.cache_dir={cache}",

@@ -13,6 +13,7 @@ import pytest
 from calib.cli.common import compose_config
 from calib.errors import ConfigError
 from calib.preflight import check_settings
+from tests.conftest import TINY_RUN
 
 NOISE = ("Traceback", "HYDRA_FULL_ERROR", "InstantiationException", "TypeError")
 
@@ -20,7 +21,7 @@ NOISE = ("Traceback", "HYDRA_FULL_ERROR", "InstantiationException", "TypeError")
 def calib_run(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     return subprocess.run(
-        [sys.executable, "-m", "calib.cli.run", *overrides],
+        [sys.executable, "-m", "calib.cli.run", *TINY_RUN, *overrides],
         capture_output=True,
         text=True,
         env=env,
@@ -31,6 +32,7 @@ def calib_run(*overrides: str, timeout: int = 300) -> subprocess.CompletedProces
 def test_every_bad_value_is_named_at_once(tmp_path):
     cfg = compose_config(
         [
+            *TINY_RUN,
             f"paths.cache_dir={tmp_path}",
             "generation.batch_size=abc",
             "generation.max_new_tokens=abc",
@@ -60,7 +62,7 @@ def test_every_bad_value_is_named_at_once(tmp_path):
 def test_an_unwritable_cache_dir_names_the_key_and_the_fix(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    cfg = compose_config([f"paths.cache_dir={blocker / 'cache'}"])
+    cfg = compose_config([*TINY_RUN, f"paths.cache_dir={blocker / 'cache'}"])
     with pytest.raises(ConfigError, match=r"paths\.cache_dir=.*a_file/cache is not writable"):
         check_settings(cfg)
 
@@ -90,7 +92,7 @@ def test_a_garbage_vectors_file_names_the_key_and_the_file(tmp_path):
     garbage = tmp_path / "vectors.safetensors"
     garbage.write_bytes(b"\xff" * 64)
     cfg = compose_config(
-        [f"paths.cache_dir={tmp_path}", "method=steering", f"method.vectors={garbage}"]
+        [*TINY_RUN, f"paths.cache_dir={tmp_path}", "method=steering", f"method.vectors={garbage}"]
     )
     with pytest.raises(ConfigError, match=r"method\.vectors=.*vectors\.safetensors is not a"):
         check_settings(cfg)

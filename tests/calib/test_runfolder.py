@@ -15,6 +15,7 @@ from calib.cli.common import compose_config
 from calib.errors import ConfigError
 from calib.pipeline import evaluate
 from calib.runfolder import LOCK_FILE, start_run
+from tests.conftest import TINY_RUN
 
 # A process that composes calib-run's config with the clock frozen at one second and prints
 # the run folder Hydra would give it: what three runs started in the same second see.
@@ -32,7 +33,8 @@ RESOLVE = textwrap.dedent(
             return datetime(2026, 1, 1, 12, 0, 0)
 
     hydra.core.utils.datetime = Frozen  # what Hydra's ${now:...} reads
-    cfg = compose_config([f"paths.outputs_dir={sys.argv[1]}", f"seed={sys.argv[2]}"],
+    cfg = compose_config(["model=tiny", "data=sample", "utility=sample",
+                          f"paths.outputs_dir={sys.argv[1]}", f"seed={sys.argv[2]}"],
                          return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # as Hydra does before it resolves the folder
     time.sleep(float(sys.argv[3]))
@@ -75,6 +77,7 @@ def test_a_failed_rerun_in_a_reused_folder_leaves_no_metrics(tmp_path):
     (run_dir / "plots" / "old.png").write_bytes(b"png")
     cfg = compose_config(
         [
+            *TINY_RUN,
             "seed=1",
             f"paths.cache_dir={tmp_path / 'cache'}",
             "data=vscbench",

@@ -9,6 +9,7 @@ import sys
 
 from calib.secrets import is_secret, override_secrets
 from eval.loggers import REDACTED, redact
+from tests.conftest import TINY_RUN
 
 KEY = "sk-proj-4f9a1c77e2b64d0a9c1e"
 
@@ -58,6 +59,7 @@ def test_calib_run_refuses_a_secret_before_writing_anything(tmp_path):
             sys.executable,
             "-m",
             "calib.cli.run",
+            *TINY_RUN,
             f"hydra.run.dir={run_dir}",
             f"paths.cache_dir={tmp_path / 'cache'}",
             f"+judge.api_key={KEY}",

@@ -12,6 +12,7 @@ from calib.generation.generate import context_length, generate, prompt_tokens
 from calib.methods.none import NoMethod
 from calib.pipeline import drop_too_long, load_data
 from calib.types import Sample
+from tests.conftest import TINY_RUN
 
 
 def text_sample(i: int, words: int) -> Sample:
@@ -64,6 +65,7 @@ def test_prompts_beyond_the_context_are_skipped_and_counted_or_an_error(
     assert context == 4096
     cfg = compose_config(
         [
+            *TINY_RUN,
             f"paths.cache_dir={tmp_path}",
             "data.conditions=[txt,typography]",
             f"data.on_too_long={policy}",

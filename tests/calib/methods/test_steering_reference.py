@@ -28,6 +28,7 @@ from tests.calib.methods.test_steering import (
     random_direction,
     ready,
 )
+from tests.conftest import TINY_RUN
 from train.steering import post_instruction_length, read_prompt_states
 
 
@@ -278,7 +279,12 @@ class Recording(SteeringMethod):
 
 def test_selection_never_reads_the_evaluation_split(tiny_llava, tmp_path):
     cfg = compose_config(
-        ["data.limit=24", "data.calibration_fraction=0.5", "data.validation_fraction=0.5"]
+        [
+            *TINY_RUN,
+            "data.limit=24",
+            "data.calibration_fraction=0.5",
+            "data.validation_fraction=0.5",
+        ]
     )
     splits = load_data(cfg)
     steering = Recording(**{**DEFAULTS, "layer": "auto", "mode": "conditional"})
@@ -346,6 +352,7 @@ def test_calib_run_with_the_behaviour_direction_end_to_end(model, tiny_cache_dir
 
     cfg = compose_config(
         [
+            *TINY_RUN,
             *FAST,
             *SPLIT,
             "method=steering",

@@ -13,7 +13,7 @@ import pytest
 from calib.errors import ModelLoadError
 from calib.model import load_vlm
 from calib.model.tiny import build_tiny
-from tests.conftest import tiny_model_cfg
+from tests.conftest import TINY_RUN, tiny_model_cfg
 
 
 def _copy_tiny(arch: str, cache: Path, dest: Path) -> Path:
@@ -109,7 +109,9 @@ def test_a_run_reports_a_broken_model_before_preparing_any_data(tmp_path):
 
     cfg = compose_config(
         [
+            *TINY_RUN,
             f"model.id={tmp_path / 'no_such_model'}",
+            "model.tiny=null",
             "data=vscbench",
             f"data.root={tmp_path / 'no_such_data'}",
             f"paths.cache_dir={tmp_path / 'cache'}",
