@@ -7,7 +7,10 @@ answer gets no end-of-sequence token (the adapter never learns to stop), and Mll
 cross-attention mask keeps the prompt's length. :class:`ParityCollator` instead
 
 - encodes the prompts with :meth:`VLM.encode` itself (same rendering, same BOS rule, same
-  image processing, left padding),
+  image processing), then lays each row out unpadded from position 0 and pads on the right:
+  the positions a token trains at are the ones generation gives it (generation derives them
+  from the attention mask of its left-padded batch; a left-padded training row without
+  position ids would train every shorter row at shifted positions),
 - appends each completion's tokens and the template's end-of-turn token
   (:func:`end_of_turn_id`: ``<end_of_turn>``, ``<|im_end|>``, ``<end_of_utterance>``,
   ``<|eot_id|>``, or EOS when the template writes none),
@@ -28,7 +31,7 @@ from calib.model import VLM
 from calib.types import Conversation
 
 #: Bump when the sequences the collator builds change: it is part of the training key.
-COLLATOR_VERSION = 1
+COLLATOR_VERSION = 2
 _ANSWER_MARKER = "vsc-calib-answer-marker"
 #: The ``token_type_ids`` value of completion tokens, where it is not 0 (text). PaliGemma
 #: marks the prefix 0 (full attention) and the suffix 1 (causal).
@@ -129,7 +132,7 @@ def join(
     pad_id: int,
     completion_type: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """Left-padded prompt batch + completions -> left-padded full sequences with labels.
+    """Left-padded prompt batch + completions -> right-padded full sequences with labels.
 
     Inputs that are not per token (pixel values, image sizes, grids) pass through unchanged.
     """
@@ -155,19 +158,17 @@ def join(
         out[key] = value.new_zeros((batch, total, *value.shape[2:]))
     for row, (n, completion) in enumerate(zip(kept, completions, strict=True)):
         tail = torch.tensor(completion, dtype=ids.dtype, device=ids.device)
-        start = total - n - len(completion)
-        out["input_ids"][row, start:] = torch.cat([ids[row, width - n :], tail])
-        out["attention_mask"][row, start:] = 1
-        out["labels"][row, start + n :] = tail
+        end = n + len(completion)  # right padding: the row's tokens at positions 0..end-1
+        out["input_ids"][row, :end] = torch.cat([ids[row, width - n :], tail])
+        out["attention_mask"][row, :end] = 1
+        out["labels"][row, n:end] = tail
         for key in per_token:
             value = prompts[key][row]
-            out[key][row, start : start + n] = value[width - n :]
+            out[key][row, :n] = value[width - n :]
             if key in _REPEAT_LAST:
-                out[key][row, start + n :] = value[width - 1 :].expand(
-                    len(completion), *value.shape[1:]
-                )
+                out[key][row, n:end] = value[width - 1 :].expand(len(completion), *value.shape[1:])
             elif key == "token_type_ids":
-                out[key][row, start + n :] = completion_type
+                out[key][row, n:end] = completion_type
     for key, value in prompts.items():
         if key not in out:
             out[key] = value

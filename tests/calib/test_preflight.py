@@ -18,10 +18,17 @@ from tests.conftest import TINY_RUN
 NOISE = ("Traceback", "HYDRA_FULL_ERROR", "InstantiationException", "TypeError")
 
 
+def _with_pins(overrides: tuple[str, ...]) -> list[str]:
+    if overrides and overrides[0] in ("-m", "--multirun"):
+        return [overrides[0], *TINY_RUN, *overrides[1:]]
+    return [*TINY_RUN, *overrides]
+
+
 def calib_run(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     return subprocess.run(
-        [sys.executable, "-m", "calib.cli.run", *TINY_RUN, *overrides],
+        # after Hydra's -m flag when there is one: it takes no overrides before it
+        [sys.executable, "-m", "calib.cli.run", *_with_pins(overrides)],
         capture_output=True,
         text=True,
         env=env,
