@@ -23,19 +23,11 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from calib.model.organism.pictures import COLOURS, SHAPES, draw_shape  # one palette, one drawer
 from calib.types import Sample
 from eval.data.render import font, save_png
 
 TASKS = ("colour", "shape", "count", "position", "text")
-COLOURS = {
-    "red": (215, 38, 38),
-    "green": (34, 160, 60),
-    "blue": (36, 84, 220),
-    "yellow": (240, 200, 20),
-    "purple": (135, 55, 175),
-    "orange": (245, 130, 25),
-}
-SHAPES = ("circle", "square", "triangle")
 WORDS = (
     "cat",
     "sun",
@@ -56,19 +48,6 @@ WHITE = (255, 255, 255)
 BLACK = (20, 20, 20)
 
 Shape = tuple[str, str, tuple[int, int], int]  # (shape, colour, centre, radius)
-
-
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, colour: str, centre: tuple[int, int], r: int):
-    x, y = centre
-    fill = COLOURS[colour]
-    if shape == "circle":
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
-    elif shape == "square":
-        draw.rectangle((x - r, y - r, x + r, y + r), fill=fill)
-    elif shape == "triangle":
-        draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=fill)
-    else:
-        raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
 
 
 def render_scene(shapes: list[Shape], word: str | None = None) -> Image.Image:
