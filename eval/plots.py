@@ -36,6 +36,15 @@ class Point:
     y_ci: Interval = None
 
 
+def save_figure(fig, path: Path, dpi: int | None = None) -> Path:
+    """Lay out, write (creating the folder) and close one figure; returns ``path``."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, **({"dpi": dpi} if dpi else {}))
+    plt.close(fig)
+    return path
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the points that no other point matches or beats on both axes (maximising).
 
@@ -146,11 +155,7 @@ def tradeoff_plot(
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def category_bars(
@@ -185,11 +190,7 @@ def category_bars(
     axes[1].set_xticklabels(categories, rotation=30, ha="right", fontsize=8)
     axes[0].legend(fontsize=7, ncol=min(4, len(labels)), loc="upper right")
     axes[0].set_title("Safety by category", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def run_plots(metrics: Mapping, folder: Path, method_dir: Path | None = None) -> list[Path]:
@@ -259,11 +260,7 @@ def steering_selection_plot(report: Mapping, path: Path) -> Path:
     axes.set_title("Steering: effect of each candidate (validation part)")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.legend(fontsize=7, loc="best")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=120)
 
 
 def steering_layer_plot(report: Mapping, path: Path) -> Path:
@@ -285,11 +282,7 @@ def steering_layer_plot(report: Mapping, path: Path) -> Path:
     axes.set_title("Steering direction per layer")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.legend(fontsize=7, loc="lower right")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=120)
 
 
 def figures_ci(figures: Mapping, key: str) -> Interval:

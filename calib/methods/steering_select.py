@@ -87,6 +87,21 @@ def capped(samples: Sequence[Sample], label: str, limit: int, seed: int) -> list
     return chosen[:limit]
 
 
+def both_labels(
+    validation: Sequence[Sample], limit: int, seed: int, needed_by: str, or_set: str
+) -> tuple[list[Sample], list[Sample]]:
+    """The capped unsafe and safe samples of the validation part; a ConfigError saying what
+    needs them (``needed_by``) and what to set instead (``or_set``) when a side is empty."""
+    unsafe = capped(validation, "unsafe", limit, seed)
+    safe = capped(validation, "safe", limit, seed)
+    if not unsafe or not safe:
+        raise ConfigError(
+            f"{needed_by}, which has {len(unsafe)} unsafe and {len(safe)} safe samples: give "
+            f"it both (a larger data.limit or data.validation_fraction) or set {or_set}"
+        )
+    return unsafe, safe
+
+
 def select_by_effect(
     vlm: VLM,
     vectors: SteeringVectors,
@@ -106,15 +121,13 @@ def select_by_effect(
     Raises:
         ConfigError: the validation part lacks unsafe or safe samples.
     """
-    harmful = capped(validation, "unsafe", limit, seed)
-    harmless = capped(validation, "safe", limit, seed)
-    if not harmful or not harmless:
-        raise ConfigError(
-            f"method.layer=auto (layer_select=effect) selects on the validation part, which has "
-            f"{len(harmful)} unsafe and {len(harmless)} safe samples: give it both "
-            "(a larger data.limit or data.validation_fraction) or set method.layer=<index> / "
-            "method.layer_select=auroc"
-        )
+    harmful, harmless = both_labels(
+        validation,
+        limit,
+        seed,
+        "method.layer=auto (layer_select=effect) selects on the validation part",
+        "method.layer=<index> / method.layer_select=auroc",
+    )
     harmful_chats = [conversation(s) for s in harmful]
     harmless_chats = [conversation(s) for s in harmless]
     base_harmful = refusal_score(last_logits(vlm, harmful_chats, batch_size), refusal_tokens)
@@ -243,15 +256,13 @@ def select_condition(
 ) -> dict[str, Any]:
     """The condition layer (``<= max_layer``, so the decision precedes the behaviour edit),
     threshold and comparison with the best F1 on the validation part."""
-    unsafe = capped(validation, "unsafe", limit, seed)
-    safe = capped(validation, "safe", limit, seed)
-    if not unsafe or not safe:
-        raise ConfigError(
-            f"method.mode=conditional chooses its threshold on the validation part, which has "
-            f"{len(unsafe)} unsafe and {len(safe)} safe samples: give it both "
-            "(a larger data.limit or data.validation_fraction) or set method.tau and "
-            "method.condition_layer"
-        )
+    unsafe, safe = both_labels(
+        validation,
+        limit,
+        seed,
+        "method.mode=conditional chooses its threshold on the validation part",
+        "method.tau and method.condition_layer",
+    )
     samples = [*unsafe, *safe]
     _, pooled = read_prompt_states(vlm, [conversation(s) for s in samples], batch_size, 1)
     positive = torch.tensor([s.label == "unsafe" for s in samples])

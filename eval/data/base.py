@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from calib.errors import ConfigError
@@ -72,6 +73,18 @@ def split_problems(
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 2):
         problems.append(f"data.limit={limit!r} must be null (all samples) or an integer >= 2")
     return problems
+
+
+def rendered_info(
+    source: str, image_dir: Path, conditions: Sequence[str], samples: Sequence[Sample]
+) -> dict[str, Any]:
+    """``DataSplits.info`` of a benchmark the project renders itself (sample, organism)."""
+    return {
+        "source": source,
+        "image_dir": str(image_dir.resolve()),
+        "conditions": list(conditions),
+        "total": len(samples),
+    }
 
 
 def make_splits(

@@ -17,7 +17,7 @@ from calib.errors import ConfigError
 from calib.model.organism.pictures import draw_pictogram
 from calib.model.organism.world import CONDITIONS, Item, safety_items
 from calib.types import Sample
-from eval.data.base import DataSplits, make_splits
+from eval.data.base import DataSplits, make_splits, rendered_info
 from eval.data.render import save_png
 from eval.data.splits import link_groups, normalise_text
 
@@ -75,10 +75,5 @@ def load_organism(
         validation_fraction=validation_fraction,
         seed=seed,
         limit=limit,
-        info={
-            "source": "organism",
-            "image_dir": str((Path(cache_dir) / "organism_images").resolve()),
-            "conditions": list(conditions),
-            "total": len(samples),
-        },
+        info=rendered_info("organism", Path(cache_dir) / "organism_images", conditions, samples),
     )

@@ -18,7 +18,7 @@ import yaml
 
 from calib.errors import ConfigError, DataError
 from calib.types import Sample
-from eval.data.base import DataSplits, make_splits
+from eval.data.base import DataSplits, make_splits, rendered_info
 from eval.data.render import (
     FIGSTEP_INSTRUCTION,
     IMAGE_REFERENCE,
@@ -165,10 +165,5 @@ def load_sample(
         validation_fraction=validation_fraction,
         seed=seed,
         limit=limit,
-        info={
-            "source": "sample",
-            "image_dir": str((Path(cache_dir) / "sample_images").resolve()),
-            "conditions": list(conditions),
-            "total": len(samples),
-        },
+        info=rendered_info("sample", Path(cache_dir) / "sample_images", conditions, samples),
     )
