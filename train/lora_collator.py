@@ -11,7 +11,9 @@ cross-attention mask keeps the prompt's length. :class:`ParityCollator` instead
   the positions a token trains at are the ones generation gives it (generation derives them
   from the attention mask of its left-padded batch; a left-padded training row without
   position ids would train every shorter row at shifted positions),
-- appends each completion's tokens and the template's end-of-turn token
+- appends each completion's tokens as the template writes them after the generation prompt
+  (:func:`answer_tokens`: with the space LLaVA-1.5's ``ASSISTANT:`` puts before the
+  answer, the tokens the model will produce) and the template's end-of-turn token
   (:func:`end_of_turn_id`: ``<end_of_turn>``, ``<|im_end|>``, ``<end_of_utterance>``,
   ``<|eot_id|>``, or EOS when the template writes none),
 - extends every per-token input to the full length (``token_type_ids``: text;
@@ -23,6 +25,7 @@ cross-attention mask keeps the prompt's length. :class:`ParityCollator` instead
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,7 +34,7 @@ from calib.model import VLM
 from calib.types import Conversation
 
 #: Bump when the sequences the collator builds change: it is part of the training key.
-COLLATOR_VERSION = 2
+COLLATOR_VERSION = 3
 _ANSWER_MARKER = "vsc-calib-answer-marker"
 #: The ``token_type_ids`` value of completion tokens, where it is not 0 (text). PaliGemma
 #: marks the prefix 0 (full attention) and the suffix 1 (causal).
@@ -70,6 +73,48 @@ def end_of_turn_id(vlm: VLM) -> int:
             "token after an answer, so LoRA targets cannot be taught to end"
         )
     return int(vlm.tokenizer.eos_token_id)
+
+
+@dataclass(frozen=True)
+class AssistantTurn:
+    """How the chat template writes an answer: ``anchor`` is a rendered generation prompt
+    (what the model sees before its first token), ``lead`` the text the template puts between
+    that prompt and the answer (``" "`` after LLaVA-1.5's ``ASSISTANT:``, ``""`` after
+    Gemma-3's ``<start_of_turn>model\n``)."""
+
+    anchor: str
+    lead: str
+
+
+def assistant_turn(vlm: VLM) -> AssistantTurn:
+    """The template's generation prompt and answer lead, read off a rendered exchange."""
+    user = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    answer = {"role": "assistant", "content": [{"type": "text", "text": _ANSWER_MARKER}]}
+    try:
+        anchor = vlm.render([user], add_generation_prompt=True)[0]
+        full = vlm.render([[*user, answer]], add_generation_prompt=False)[0]
+    except Exception:  # a template that cannot render an assistant turn: answers as they are
+        return AssistantTurn("", "")
+    if _ANSWER_MARKER not in full or not full.startswith(anchor):
+        return AssistantTurn("", "")
+    return AssistantTurn(anchor, full[len(anchor) :].split(_ANSWER_MARKER, 1)[0])
+
+
+def answer_tokens(vlm: VLM, text: str, turn: AssistantTurn) -> list[int]:
+    """``text``'s tokens as they follow the generation prompt in a rendered answer.
+
+    Tokenized in context (anchor + lead + text, minus the anchor's tokens): a template that
+    writes ``ASSISTANT: {answer}`` makes the model produce the answer's first word with its
+    leading space, a different token from the word alone in byte-level BPE, while
+    SentencePiece tokenizers would double a space added naively. Falls back to the answer's
+    own tokens when the anchor's tokens are not a prefix (a merge across the boundary)."""
+    tokenizer = vlm.tokenizer
+    if turn.anchor:
+        context = tokenizer(turn.anchor, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(turn.anchor + turn.lead + text, add_special_tokens=False)["input_ids"]
+        if ids[: len(context)] == context and len(ids) > len(context):
+            return list(ids[len(context) :])
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def row_conversation(prompt: Sequence[Mapping[str, Any]], images: Sequence[Any]) -> Conversation:
@@ -113,11 +158,12 @@ class ParityCollator:
         self.vlm = vlm
         self.end_id = end_of_turn_id(vlm)
         self.completion_type = _COMPLETION_TOKEN_TYPE.get(vlm.model.config.model_type, 0)
+        self._turn = assistant_turn(vlm)
 
     def completion_ids(self, text: str) -> list[int]:
-        """The answer's tokens (no special tokens added) and the end-of-turn token."""
-        ids = self.vlm.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return [*ids, self.end_id]
+        """The answer's tokens as the template writes them after the generation prompt, and
+        the end-of-turn token (see :func:`answer_tokens`)."""
+        return [*answer_tokens(self.vlm, text, self._turn), self.end_id]
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         conversations = [row_conversation(r["prompt"], r.get("images") or []) for r in rows]

@@ -65,6 +65,41 @@ def examples(images: list[Path]) -> list[TrainingExample]:
     ]
 
 
+def template_answer(vlm: VLM, example: TrainingExample) -> list[int]:
+    """The answer's tokens in the template's own rendering of the whole exchange: the tokens
+    of render(prompt + answer) that follow those of render(prompt, generation prompt)."""
+    conversation = [m for m in example.conversation if m["role"] != "system"]
+    text_only = [
+        {"role": m["role"], "content": [p for p in m["content"] if p["type"] == "text"]}
+        for m in conversation
+    ]
+    reply = {"role": "assistant", "content": [{"type": "text", "text": example.completion}]}
+    prompt = vlm.render([text_only], add_generation_prompt=True)[0]
+    full = vlm.render([[*text_only, reply]], add_generation_prompt=False)[0]
+    prompt_ids = vlm.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    full_ids = vlm.tokenizer(full, add_special_tokens=False)["input_ids"]
+    assert full_ids[: len(prompt_ids)] == prompt_ids
+    answer = vlm.tokenizer(example.completion, add_special_tokens=False)["input_ids"]
+    rest = full_ids[len(prompt_ids) :]
+    for n in range(len(answer) - 1, len(answer) + 3):  # the answer, its lead space merged in
+        if vlm.tokenizer.decode(rest[:n]).strip() == example.completion:
+            return rest[:n]
+    raise AssertionError(f"answer not found after the generation prompt: {rest}")
+
+
+def test_answers_take_the_space_the_template_writes_after_the_role(hub_vlm):
+    """LLaVA-1.5 writes ``ASSISTANT: {answer}``: the model produces the answer's first word
+    with its leading space, so that is the token it must be taught."""
+    name, vlm = hub_vlm
+    collator = ParityCollator(vlm)
+    text = "I can't help with that."
+    ids = collator.completion_ids(text)[:-1]
+    assert vlm.tokenizer.decode(ids).strip() == text
+    if name == "llava-1.5":
+        assert ids != vlm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert vlm.tokenizer.decode(ids).startswith(" ")
+
+
 def _unpadded(ids: torch.Tensor, mask: torch.Tensor) -> list[int]:
     return ids[mask.bool()].tolist()
 
@@ -83,7 +118,8 @@ def test_training_prompts_are_the_generation_prompts_and_answers_end_the_turn(hu
         labels = batch["labels"][row][batch["attention_mask"][row].bool()].tolist()
         assert sequence[: len(prompt)] == prompt, name  # BOS and image tokens included
         assert labels[: len(prompt)] == [-100] * len(prompt)  # the loss is on the answer only
-        answer = vlm.tokenizer(example.completion, add_special_tokens=False)["input_ids"]
+        answer = sequence[len(prompt) : -1]
+        assert answer == template_answer(vlm, example), name  # as the template writes it
         assert sequence[len(prompt) :] == [*answer, end]
         assert labels[len(prompt) :] == [*answer, end]
         assert sequence[-1] == end

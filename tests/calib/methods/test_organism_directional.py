@@ -161,14 +161,6 @@ def test_adding_the_refusal_direction_on_harmless_prompts_raises_refusals(organi
     assert 1 - toward.sra_s >= (1 - away.sra_s) + 0.1, (toward, away)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured +22.9 with TRL's collator; with the parity collator of #13.4 the same "
-    "settings drive the organism to comply (SRA_u 0.04, SRA_s 0.99, mean 0.51 vs 0.59): "
-    "the training targets are right (method/training_examples.jsonl); suspected cause: the "
-    "collator tokenizes answers without the space the template writes after 'ASSISTANT:' "
-    "(the organism learned ' ' + answer), so LoRA teaches first tokens it never produces",
-)
 def test_lora_improves_the_mean(organism, baseline):
     """LoRA's defaults (36 steps at 2e-4) leave the organism unchanged (measured +0.0), so
     this uses a 10x rate and 5 epochs (measured +22.9 on the whole evaluation split)."""
