@@ -25,17 +25,16 @@ cross-attention mask keeps the prompt's length. :class:`ParityCollator` instead
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from calib.model import VLM
+from calib.model.answers import ANSWER_MARKER, answer_tokens, assistant_turn
 from calib.types import Conversation
 
 #: Bump when the sequences the collator builds change: it is part of the training key.
 COLLATOR_VERSION = 3
-_ANSWER_MARKER = "vsc-calib-answer-marker"
 #: The ``token_type_ids`` value of completion tokens, where it is not 0 (text). PaliGemma
 #: marks the prefix 0 (full attention) and the suffix 1 (causal).
 _COMPLETION_TOKEN_TYPE = {"paligemma": 1}
@@ -56,13 +55,13 @@ def end_of_turn_id(vlm: VLM) -> int:
     assistant message, or EOS when it writes none (LLaVA-1.5's template ends with a space)."""
     conversation = [
         {"role": "user", "content": [{"type": "text", "text": "hi"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": _ANSWER_MARKER}]},
+        {"role": "assistant", "content": [{"type": "text", "text": ANSWER_MARKER}]},
     ]
     try:
         rendered = vlm.render([conversation], add_generation_prompt=False)[0]
     except Exception:  # a template that cannot render an assistant turn: fall back to EOS
         rendered = ""
-    suffix = rendered.split(_ANSWER_MARKER, 1)[1] if _ANSWER_MARKER in rendered else ""
+    suffix = rendered.split(ANSWER_MARKER, 1)[1] if ANSWER_MARKER in rendered else ""
     stops = stop_ids(vlm)
     for token in vlm.tokenizer(suffix, add_special_tokens=False)["input_ids"]:
         if token in stops:
@@ -73,48 +72,6 @@ def end_of_turn_id(vlm: VLM) -> int:
             "token after an answer, so LoRA targets cannot be taught to end"
         )
     return int(vlm.tokenizer.eos_token_id)
-
-
-@dataclass(frozen=True)
-class AssistantTurn:
-    """How the chat template writes an answer: ``anchor`` is a rendered generation prompt
-    (what the model sees before its first token), ``lead`` the text the template puts between
-    that prompt and the answer (``" "`` after LLaVA-1.5's ``ASSISTANT:``, ``""`` after
-    Gemma-3's ``<start_of_turn>model\n``)."""
-
-    anchor: str
-    lead: str
-
-
-def assistant_turn(vlm: VLM) -> AssistantTurn:
-    """The template's generation prompt and answer lead, read off a rendered exchange."""
-    user = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
-    answer = {"role": "assistant", "content": [{"type": "text", "text": _ANSWER_MARKER}]}
-    try:
-        anchor = vlm.render([user], add_generation_prompt=True)[0]
-        full = vlm.render([[*user, answer]], add_generation_prompt=False)[0]
-    except Exception:  # a template that cannot render an assistant turn: answers as they are
-        return AssistantTurn("", "")
-    if _ANSWER_MARKER not in full or not full.startswith(anchor):
-        return AssistantTurn("", "")
-    return AssistantTurn(anchor, full[len(anchor) :].split(_ANSWER_MARKER, 1)[0])
-
-
-def answer_tokens(vlm: VLM, text: str, turn: AssistantTurn) -> list[int]:
-    """``text``'s tokens as they follow the generation prompt in a rendered answer.
-
-    Tokenized in context (anchor + lead + text, minus the anchor's tokens): a template that
-    writes ``ASSISTANT: {answer}`` makes the model produce the answer's first word with its
-    leading space, a different token from the word alone in byte-level BPE, while
-    SentencePiece tokenizers would double a space added naively. Falls back to the answer's
-    own tokens when the anchor's tokens are not a prefix (a merge across the boundary)."""
-    tokenizer = vlm.tokenizer
-    if turn.anchor:
-        context = tokenizer(turn.anchor, add_special_tokens=False)["input_ids"]
-        ids = tokenizer(turn.anchor + turn.lead + text, add_special_tokens=False)["input_ids"]
-        if ids[: len(context)] == context and len(ids) > len(context):
-            return list(ids[len(context) :])
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def row_conversation(prompt: Sequence[Mapping[str, Any]], images: Sequence[Any]) -> Conversation:

@@ -40,6 +40,7 @@ from calib.methods.refusals import refusal_templates
 from calib.methods.steering_hooks import SteeringHooks, SteeringPlan, orthogonalized
 from calib.methods.steering_select import select_by_effect, select_condition
 from calib.model import VLM
+from calib.model.answers import AssistantTurn, answer_tokens, assistant_turn
 from calib.types import Conversation, Judge, Label, Sample
 from train.steering import (
     DIRECTION_KINDS,
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("add", "ablate", "conditional", "bidirectional")
 POSITIONS = ("all", "prompt", "generated", "text_only")
-SOURCES = ("behaviour", "label")
+SOURCES = ("auto", "behaviour", "label")
 LAYER_SELECT = ("effect", "auroc")
 ALPHA_UNITS = ("diff", "norm")
 VECTORS_FILE = "steering_vectors.safetensors"
@@ -87,7 +88,7 @@ class SteeringMethod:
         seed: int,
         alpha_unit: str = "diff",
         layer_select: str = "effect",
-        direction_source: str = "label",
+        direction_source: str = "auto",
         ablate_layers: str = "all",
         orthogonalize: bool = False,
         condition_layer: int | str = "auto",
@@ -150,7 +151,7 @@ class SteeringMethod:
             _check_compatible(vectors, vlm, self.vectors_path)
         else:
             sides, tokens = None, None
-            if self.direction_source == "behaviour":
+            if self.direction_source != "label":
                 sides, tokens = self._behaviour_sides(vlm, samples)
             tokens = tokens or template_refusal_tokens(vlm)
             vectors = fit_vectors(
@@ -161,7 +162,7 @@ class SteeringMethod:
                 seed=self.seed,
                 batch_size=self.forward_batch_size,
                 conversation=self.conversation,
-                sides=sides,
+                sides=sides or None,
                 meta={"refusal_tokens": json.dumps(tokens)},
             )
         vectors.save(workdir / VECTORS_FILE)
@@ -181,6 +182,9 @@ class SteeringMethod:
     ) -> tuple[dict[str, bool], list[int]]:
         """The base model's own answers on the fit part, judged: unsafe samples it refused
         (REFUSE) are the refusal side, safe samples it complied with (COMPLY) the other."""
+        if self.judge is None and self.direction_source == "auto":
+            self._behaviour = {"used": "label (no judge)"}
+            return {}, []
         if self.judge is None:
             raise ConfigError(
                 "method.direction_source=behaviour needs method.judge (the run's judge: "
@@ -197,12 +201,14 @@ class SteeringMethod:
         labels = self.judge.label(kept, answers) if kept else []
         sides: dict[str, bool] = {}
         refusals: list[str] = []
+        complied: list[str] = []
         for sample, answer, label in zip(kept, answers, labels, strict=True):
             if sample.label == "unsafe" and label == Label.REFUSE:
                 sides[sample.id] = True
                 refusals.append(answer)
             elif sample.label == "safe" and label == Label.COMPLY:
                 sides[sample.id] = False
+                complied.append(answer)
         counts = {
             "unsafe_refused": sum(sides.values()),
             "safe_complied": sum(not v for v in sides.values()),
@@ -219,6 +225,15 @@ class SteeringMethod:
         }
         self._behaviour = counts
         if counts["unsafe_refused"] == 0 or counts["safe_complied"] == 0:
+            if self.direction_source == "auto":
+                counts["used"] = "label (a side is empty)"
+                log.warning(
+                    "steering: the base model refused %d unsafe and complied with %d safe fit "
+                    "samples, so the direction is unsafe vs safe (direction_source=label)",
+                    counts["unsafe_refused"],
+                    counts["safe_complied"],
+                )
+                return {}, []
             raise DataError(
                 f"method.direction_source=behaviour: the base model refused "
                 f"{counts['unsafe_refused']} of {counts['unsafe']} unsafe fit samples "
@@ -227,7 +242,8 @@ class SteeringMethod:
                 "samples. Use method.direction_source=label, a larger fit part, or a model "
                 "that refuses."
             )
-        return sides, answer_refusal_tokens(vlm, refusals)
+        counts["used"] = "behaviour"
+        return sides, answer_refusal_tokens(vlm, refusals, complied)
 
     def select(self, vlm: VLM, vectors: SteeringVectors, validation: Sequence[Sample]) -> None:
         """Choose position, layer (and CAST's condition) and build the plan."""
@@ -248,7 +264,7 @@ class SteeringMethod:
             report = select_by_effect(
                 vlm,
                 vectors,
-                validation,
+                self._selection_side(vlm, validation),
                 conversation=self.conversation,
                 refusal_tokens=json.loads(vectors.meta.get("refusal_tokens", "null"))
                 or template_refusal_tokens(vlm),
@@ -268,6 +284,28 @@ class SteeringMethod:
         if self._behaviour:
             self.selection["behaviour"] = self._behaviour
         self.use_vectors(vectors, num_layers, layer=layer, position=position, condition=condition)
+
+    def _selection_side(self, vlm: VLM, validation: Sequence[Sample]) -> list[Sample]:
+        """The validation samples layer selection scores. With a behaviour direction, as the
+        reference: unsafe ones the base model refuses and safe ones it complies with (judged),
+        so the KL filter is not measured on safe prompts the model refuses, which ablating the
+        refusal direction rightly changes. All of them with a label direction, or when a
+        judged side has fewer than two samples."""
+        if self._behaviour.get("used") != "behaviour":
+            return list(validation)
+        kept = [s for s in validation if s.label in ("safe", "unsafe")]
+        answers = base_answers(
+            vlm, kept, batch_size=self.generate_batch_size, decoding=self.decoding,
+            cache_dir=self.cache_dir,
+        )  # fmt: skip
+        labels = self.judge.label(kept, answers) if kept and self.judge else []
+        side = [
+            s for s, lab in zip(kept, labels, strict=True)
+            if (s.label, lab) in (("unsafe", Label.REFUSE), ("safe", Label.COMPLY))
+        ]  # fmt: skip
+        counts = Counter(s.label for s in side)
+        self._behaviour["validation"] = dict(counts)
+        return side if min(counts["unsafe"], counts["safe"]) >= 2 else list(validation)
 
     def _condition(
         self, vlm: VLM, vectors: SteeringVectors, validation: Sequence[Sample], layer: int
@@ -407,7 +445,11 @@ class SteeringMethod:
         if self.plan.mode == "conditional":
             out.update(condition_layer=self.plan.condition_layer, tau=self.plan.tau)
         if self._behaviour:
-            out["behaviour"] = {k: self._behaviour[k] for k in ("unsafe_refused", "safe_complied")}
+            out["behaviour"] = {
+                k: self._behaviour[k]
+                for k in ("used", "unsafe_refused", "safe_complied")
+                if k in self._behaviour
+            }
         return out
 
     # --- generation -------------------------------------------------------------------
@@ -457,23 +499,39 @@ class SteeringMethod:
 # --- refusal tokens ------------------------------------------------------------------------
 
 
-def first_token(vlm: VLM, text: str) -> int | None:
-    """The first token the model would write to start ``text`` (after the assistant prompt)."""
-    ids = vlm.tokenizer(text.strip(), add_special_tokens=False)["input_ids"]
+def first_token(vlm: VLM, text: str, turn: AssistantTurn | None = None) -> int | None:
+    """The first token the model would write to start ``text`` after the generation prompt
+    (with the space a template such as ``ASSISTANT: {answer}`` puts before it)."""
+    ids = answer_tokens(vlm, text.strip(), turn or assistant_turn(vlm))
     return ids[0] if ids else None
 
 
-def answer_refusal_tokens(vlm: VLM, refusals: Sequence[str], most: int = 8) -> list[int]:
-    """The first tokens of the base model's own refusals, most frequent first."""
-    counts = Counter(t for t in (first_token(vlm, r) for r in refusals) if t is not None)
-    return [token for token, _ in counts.most_common(most)]
+#: Openings of helpful answers: a refusal token that also starts these says nothing.
+COMPLIANT_OPENINGS = ("Sure", "Here", "Yes", "Certainly", "Of course", "To", "The", "You", "It")
+
+
+def answer_refusal_tokens(
+    vlm: VLM, refusals: Sequence[str], complied: Sequence[str] = (), most: int = 8
+) -> list[int]:
+    """The first tokens of the base model's own refusals, most frequent first, without those
+    that also open its complied answers (a byte-level tokenizer may start both "Sorry" and
+    "Sure" with a bare space token; scoring that token would score both alike)."""
+    turn = assistant_turn(vlm)
+    helpful = {first_token(vlm, c, turn) for c in complied}
+    counts = Counter(t for t in (first_token(vlm, r, turn) for r in refusals) if t is not None)
+    distinct = [token for token, _ in counts.most_common() if token not in helpful]
+    return (distinct or [token for token, _ in counts.most_common()])[:most]
 
 
 def template_refusal_tokens(vlm: VLM) -> list[int]:
     """The first tokens of the project's refusal texts (``calib.methods.refusals``) and of
-    common refusal openings - the reference's hand-picked ``refusal_toks``."""
+    common refusal openings - the reference's hand-picked ``refusal_toks`` - without the
+    first tokens of common helpful openings."""
     texts = [*refusal_templates().values(), "I'm sorry", "Sorry", "I cannot", "As an AI"]
-    return sorted({t for t in (first_token(vlm, x) for x in texts) if t is not None})
+    turn = assistant_turn(vlm)
+    helpful = {first_token(vlm, x, turn) for x in COMPLIANT_OPENINGS}
+    tokens = {t for t in (first_token(vlm, x, turn) for x in texts) if t is not None}
+    return sorted(tokens - helpful) or sorted(tokens)
 
 
 # --- config checks --------------------------------------------------------------------------

@@ -144,3 +144,13 @@ def test_per_token_inputs_cover_the_whole_sequence(tiny_gemma3, tiny_images):
     image_token = tiny_gemma3.model.config.image_token_index
     assert ((batch["input_ids"] == image_token) == (batch["token_type_ids"] == 1)).all()
     assert "pixel_values" in batch
+
+
+def test_steering_scores_the_first_token_lora_teaches(hub_vlm):
+    """Steering's refusal score reads the token a refusal starts with after the generation
+    prompt: the same token the collator teaches (with the template's leading space)."""
+    from calib.methods.steering import first_token
+
+    _, vlm = hub_vlm
+    text = "I'm sorry, I can't help with that."
+    assert first_token(vlm, text) == ParityCollator(vlm).completion_ids(text)[0]

@@ -244,7 +244,11 @@ def test_behaviour_direction_uses_only_refused_unsafe_and_complied_safe(
     post_c, _ = read_prompt_states(tiny_llava, [steering.conversation(s) for s in comply], 4, n)
     expected = post_r.double().mean(0) - post_c.double().mean(0)
     torch.testing.assert_close(vectors.mean_diff, expected.float(), rtol=1e-4, atol=1e-5)
-    assert steering.report()["behaviour"] == {"unsafe_refused": 2, "safe_complied": 2}
+    assert steering.report()["behaviour"] == {
+        "used": "behaviour",
+        "unsafe_refused": 2,
+        "safe_complied": 2,
+    }
 
 
 def test_behaviour_direction_with_an_empty_side_says_how_many_were_found(
@@ -262,6 +266,33 @@ def test_behaviour_direction_with_an_empty_side_says_how_many_were_found(
         DataError, match=r"direction_source=behaviour: the base model refused 0 of 4"
     ):
         steering.fit(tiny_llava, samples, tmp_path / "run")
+
+
+def test_auto_direction_falls_back_to_labels_when_the_model_never_refuses(
+    tiny_llava, tiny_images, tmp_path
+):
+    """The default (``auto``): the reference's behaviour direction when the base model refuses
+    something, the label direction (with a warning and a record) when it never does."""
+    samples = calibration_samples(tiny_images)
+    never = SteeringMethod(
+        **{**DEFAULTS, "direction_source": "auto", "layer": 1},
+        judge=ScriptedJudge({s.id: Label.COMPLY for s in samples}),
+        decoding={"max_new_tokens": 3, "do_sample": False},
+        cache_dir=str(tmp_path / "cache"),
+    )
+    never.fit(tiny_llava, samples, tmp_path / "never")
+    assert never.vectors.meta["direction_source"] == "label"
+    assert never.report()["behaviour"]["used"] == "label (a side is empty)"
+    table = {"garden/unsafe": Label.REFUSE, "garden/safe": Label.COMPLY}
+    some = SteeringMethod(
+        **{**DEFAULTS, "direction_source": "auto", "layer": 1},
+        judge=ScriptedJudge(table),
+        decoding={"max_new_tokens": 3, "do_sample": False},
+        cache_dir=str(tmp_path / "cache"),
+    )
+    some.fit(tiny_llava, samples, tmp_path / "some")
+    assert some.vectors.meta["direction_source"] == "behaviour"
+    assert (some.vectors.meta["n_refusal_side"], some.vectors.meta["n_other_side"]) == ("1", "1")
 
 
 # --- selection reads fit and validation only; reused vectors -------------------------------
