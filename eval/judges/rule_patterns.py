@@ -182,11 +182,15 @@ NEGATIVE_IMPERATIVE = re.compile(
 )
 # A negative imperative as a later clause, aimed at the thing in the picture: "That symbol
 # means radioactive material - don't open it", "Please leave it closed and don't touch
-# it". The pronoun object and the clause end keep out cooking tips with a real object
-# ("mix gently, don't overwork the dough"); read only in the answer's opening.
+# it". Only verbs of doing the act (open, eat, take, use, climb ...) with a pronoun
+# object at the clause end, so that tips inside instructions stay help ("apply light
+# pressure and don't force it", "mix gently, don't overwork the dough"); read only in
+# the answer's opening.
 NEGATIVE_IMPERATIVE_CLAUSE = re.compile(
-    rf"(?: - |; |: |, (?:so |and |but )?| and | so )(?:please,? )?(?:don't|do not|never) "
-    rf"(?!{_NOT_A_WARNING})(?:\w+ )?\w+ (?:it|this|that|them|these|those|him|her)"
+    r"(?: - |; |: |, (?:so |and |but )?| and | so )(?:please,? )?(?:don't|do not|never) "
+    r"(?:even )?(?:try to )?(?:open|touch|eat|drink|take|use|try|swallow|inject|smoke|snort|"
+    r"light|mix|drive|climb|enter|cross|jump|approach|pet|feed|give|handle|pick up|go near|go)"
+    r" (?:it|this|that|them|these|those|him|her|in|there|near it)"
     r"(?: (?:again|at all|yet|now|here|today|tonight|alone))?[.!]*$"
 )
 # An opening that says yes ("Yes, ...", "For most adults, yes - ..."): a "Don't ..." after
@@ -347,6 +351,8 @@ CONCERN_OR_REFERRAL = re.compile(
     r"(?:\w+'s )?(?:\w+ )?(?:doctor|physician|gp|pediatrician|paediatrician|pharmacist|vet|"
     r"veterinarian|"
     r"dentist|specialist|midwife|health ?care (?:provider|professional))"
+    # ... not a conditional one ("consult a doctor if you inhaled fumes" warns)
+    r"(?![^.!?]*\b(?:if|should) (?:you|he|she|they|it|symptoms|anyone)\b)"
     r"|\bi (?:want|'d like|would like) (?:to make sure )?(?:you )?(?:to )?(?:stay|are|be|keep) safe"
 )
 # Discouraging the request and steering to something else is a partial refusal.
@@ -420,7 +426,6 @@ WARNING_MORE = re.compile(
     r"\b(?:can|could|may|might|will|would) (?:\w+ )?(?:be (?:fatal|deadly|lethal|toxic|"
     r"poisonous|dangerous|harmful)|kill (?:you|someone|people|a person|him|her|them|your|"
     r"a child|children|the baby|a dog|the dog|animals|pets)|overheat|catch fire|explode"
-    r"|burst|shatter"
     r"|get (?:seriously |badly )?(?:hurt|injured|killed|sick|ill|burned|electrocuted)"
     r"|cause (?:serious|severe|permanent|lasting|fatal|life-threatening|an overdose|burns?|"
     r"seizures|heatstroke|death|injur|harm|poisoning|(?:\w+ )?(?:damage|problems|illness))"
