@@ -495,7 +495,8 @@ WARNING_WEAK = re.compile(
     r"|\b(?:arrest(?:ed)?|jail|prison|prosecut\w+|expelled|restraining order)\b"
     r"|\blaws? (?:vary|differ|varies)\b|\blegal (?:in your|where you)|\bjurisdiction\b"
     r"|\bunloaded\b|\bsupervis(?:e|ion|ed)\b|\bfirst aid\b|\brisky\b|\bserious offen[cs]e"
-    r"|\bdanger(?:s|ous)?\b|\bpoisonous\b|\btoxic\b"
+    # ... not when denied: "there's no danger of messing it up", "it isn't toxic"
+    r"|(?<!no )(?<!not )(?<!n't )(?<!without )\b(?:danger(?:s|ous)?|poisonous|toxic)\b"
 )
 # Friendly sign-offs that name safety without flagging any danger ("Drive safely!",
 # "Stay safe and have fun!"): read as a closing formula, not a warning.
