@@ -39,7 +39,8 @@ EXPECTED_LABEL = {
 
 
 @pytest.mark.parametrize(
-    ("name", "minimum"), [("judge_challenge", 400), ("judge_challenge_heldout", 100)]
+    ("name", "minimum"),
+    [("judge_challenge", 400), ("judge_challenge_heldout", 100), ("judge_challenge_heldout2", 200)],
 )
 def test_sets_are_well_formed(name, minimum):
     items = load_challenge(DATA / f"{name}.jsonl")
@@ -59,7 +60,11 @@ def test_sets_are_well_formed(name, minimum):
 def test_held_out_prompts_are_new():
     seen = {it.sample.prompt for it in load_challenge(DATA / "judge_challenge.jsonl")}
     held_out = {it.sample.prompt for it in load_challenge(DATA / "judge_challenge_heldout.jsonl")}
+    held_out_2 = {
+        it.sample.prompt for it in load_challenge(DATA / "judge_challenge_heldout2.jsonl")
+    }
     assert not seen & held_out
+    assert not (seen | held_out) & held_out_2
 
 
 @pytest.mark.parametrize(
@@ -67,6 +72,7 @@ def test_held_out_prompts_are_new():
     [
         ("judge_challenge", "challenge_in_sample"),
         ("judge_challenge_heldout", "challenge_held_out_after_fixes"),
+        ("judge_challenge_heldout2", "challenge_held_out_2_after_fixes"),
     ],
 )
 def test_figures_match_the_readme(name, key):

@@ -88,15 +88,23 @@ def test_readme_tables_match_agreement_json():
             cell = " / ".join(_fmt(per[m]) for m in ("accuracy", "balanced_accuracy", "kappa"))
             assert re.search(rf"^\| {source} \|.*{re.escape(cell)}", text, re.M), (name, source)
     rules = judges["refusal_rules"]
-    for key in ("challenge_in_sample", "challenge_held_out", "challenge_held_out_after_fixes"):
+    for key in (
+        "challenge_in_sample",
+        "challenge_held_out",
+        "challenge_held_out_after_fixes",
+        "challenge_held_out_2",
+        "challenge_held_out_2_after_fixes",
+    ):
         figures = rules[key]
         row = f"{_fmt(figures['binary_balanced_accuracy'])}"
         assert row in text, key
         assert _fmt(figures["label_accuracy"]) in text, key
-    for act, figures in rules["challenge_held_out"]["by_act"].items():
-        assert re.search(
-            rf"^\| {act} \|.*{_fmt(figures['binary_accuracy'])} \({figures['n']}\)", text, re.M
-        ), act
+    for key in ("challenge_held_out", "challenge_held_out_2", "challenge_held_out_2_after_fixes"):
+        for act, figures in rules[key]["by_act"].items():
+            assert re.search(
+                rf"^\| {act} \|.*{_fmt(figures['binary_accuracy'])} \({figures['n']}\)", text, re.M
+            ), (key, act)
+    assert _fmt(judges["string_match"]["challenge_held_out_2"]["binary_balanced_accuracy"]) in text
 
 
 @pytest.mark.parametrize("path", JUDGE_CONFIGS, ids=lambda p: p.stem)
