@@ -149,10 +149,8 @@ def test_ablating_the_refusal_direction_everywhere_stops_refusals(organism, base
 
 
 def test_lora_improves_the_mean(organism, baseline):
-    """LoRA's defaults (36 steps at 2e-4) leave the organism unchanged (measured +0.0), so
-    this uses a 10x rate and 5 epochs (measured +22.9 on the whole evaluation split)."""
-    lora = fitted(organism, "method=lora", "method.progress=false",
-                  "method.learning_rate=0.002", "method.epochs=5")  # fmt: skip
+    """LoRA with its defaults on this model (``model.lora_defaults``: 2e-3, 5 epochs)."""
+    lora = fitted(organism, "method=lora", "method.progress=false")
     measured = measure(organism, lora)
     assert measured.mean >= baseline.mean + 0.10, (measured, baseline)
 
