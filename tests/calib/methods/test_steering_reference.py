@@ -331,6 +331,35 @@ def test_selection_never_reads_the_evaluation_split(tiny_llava, tmp_path):
     check_fitted_apart(steering, splits.evaluation)  # fitted apart: no error
 
 
+def test_behaviour_selection_scores_refused_unsafe_and_complied_safe_validation(
+    tiny_llava, tmp_path
+):
+    """As the reference: with a behaviour direction, layer selection measures refusal on the
+    unsafe prompts the model refuses and KL on the safe ones it answers, not on safe prompts
+    it over-refuses (which ablating the refusal direction rightly changes)."""
+    cfg = compose_config(
+        [*TINY_RUN, "data.limit=48", "data.calibration_fraction=0.5",
+         "data.validation_fraction=0.5"]
+    )  # fmt: skip
+    splits = load_data(cfg)
+    table = {s.id: Label.REFUSE if s.label == "unsafe" else Label.COMPLY for s in splits.fit}
+    unsafe = [s.id for s in splits.validation if s.label == "unsafe"]
+    safe = [s.id for s in splits.validation if s.label == "safe"]
+    assert len(unsafe) >= 3 and len(safe) >= 3, (unsafe, safe)
+    table |= {i: Label.REFUSE if n < 2 else Label.COMPLY for n, i in enumerate(unsafe)}
+    table |= {i: Label.COMPLY if n < 2 else Label.REFUSE for n, i in enumerate(safe)}
+    steering = SteeringMethod(
+        **{**DEFAULTS, "direction_source": "auto", "layer": "auto"},
+        judge=ScriptedJudge(table),
+        decoding={"max_new_tokens": 3, "do_sample": False},
+        cache_dir=str(tmp_path / "cache"),
+    )
+    steering.fit(tiny_llava, splits.fit, tmp_path / "run", validation=splits.validation)
+    selection = json.loads((tmp_path / "run" / "selection.json").read_text())
+    assert set(selection["layer"]["validation_ids"]) == {*unsafe[:2], *safe[:2]}
+    assert selection["behaviour"]["validation"] == {"unsafe": 2, "safe": 2}
+
+
 def test_reused_vectors_fitted_on_the_evaluation_split_are_refused(
     tiny_llava, tiny_images, tmp_path
 ):
