@@ -32,8 +32,23 @@ def test_world_is_deterministic_paired_and_covers_six_categories():
     assert set(by_group.values()) == {2}  # every group is one safe/unsafe pair
     assert {i.category for i in items} == set(CATEGORIES)
     assert {(i.condition, i.label) for i in items} == {
-        ("image", "safe"), ("image", "unsafe"), ("txt", "safe"), ("txt", "unsafe")
+        ("image", "safe"), ("image", "unsafe"), ("txt", "safe"), ("txt", "unsafe"),
+        ("pictogram", "safe"), ("pictogram", "unsafe"),
     }  # fmt: skip
+
+
+def test_pictured_objects_share_the_query_and_differ_only_in_the_picture():
+    """The text-centric shape whose harmful part is in the image: both sides of a pair ask
+    the same words; the planted baseline answers both alike (it never looks)."""
+    pairs: dict[str, list] = {}
+    for item in safety_items(["pictogram"]):
+        pairs.setdefault(item.group, []).append(item)
+    assert len(pairs) == 54
+    for safe, unsafe in pairs.values():
+        assert safe.prompt == unsafe.prompt and safe.picture.category == unsafe.picture.category
+        assert (safe.picture.harmful, unsafe.picture.harmful) == (False, True)
+        assert baseline_refuses(safe) == baseline_refuses(unsafe) == safe.trigger
+        assert calibrated_refuses(unsafe) and not calibrated_refuses(safe)
 
 
 def _rates(refuses) -> tuple[float, float]:
