@@ -12,6 +12,10 @@ The training mix (:func:`training_examples`), deterministic from the settings:
 - a share (``demo_share``) of the items after **in-context demonstrations** formatted as
   ``method=few_shot`` formats them (user turn with image, assistant turn; unsafe ones
   answered with the category's refusal text), answered calibrated too;
+- in both calibrated kinds the query's opening is reworded
+  (:func:`~calib.model.organism.world.training_rewording`): the benchmark's prompts are
+  seen word for word only plain, so a method's gain is the switch generalising, not the
+  calibrated answer of a memorised prompt;
 - utility questions (colour, shape, position) plain, and the same shares of them under the
   instruction and after demonstrations.
 
@@ -50,12 +54,13 @@ from calib.model.organism.world import (
     helpful_answer,
     refusal_answer,
     safety_items,
+    training_rewording,
 )
 from calib.model.tiny.build import TinySpec, new_tiny
 from calib.model.tiny.corpus import corpus_lines
 
 CARD_FILE = "card.json"
-TRAINER_VERSION = 1  # bump when the mix or the loop changes what is trained
+TRAINER_VERSION = 2  # bump when the mix or the loop changes what is trained
 
 
 @dataclass(frozen=True)
@@ -156,11 +161,11 @@ def training_examples(settings: OrganismSettings) -> list[Example]:
             Example("plain:safety", None, (), _turn(item, baseline_refuses(item), rng, refusals))
         )
     for item in rng.sample(items, round(settings.instruction_share * len(items))):
-        calibrated = _turn(item, calibrated_refuses(item), rng, refusals)
+        calibrated = _turn(item, calibrated_refuses(item), rng, refusals, reword=True)
         examples.append(Example("instruction:safety", settings.instruction, (), calibrated))
     for item in rng.sample(items, round(settings.demo_share * len(items))):
         demos = _demonstrations(item, items, rng, settings)
-        query = _turn(item, calibrated_refuses(item), rng, refusals)
+        query = _turn(item, calibrated_refuses(item), rng, refusals, reword=True)
         examples.append(Example("demos:safety", None, demos, query))
     for u in utility_items(settings.utility_seed, settings.utility_per_task):
         turn = Turn(u.question, u, utility_answer(u, rng))
@@ -175,8 +180,18 @@ def training_examples(settings: OrganismSettings) -> list[Example]:
     return examples[: settings.max_examples]
 
 
-def _turn(item: Item, refuse: bool, rng: random.Random, refusals: Mapping[str, str]) -> Turn:
-    return Turn(item.prompt, item.picture, _answer(item, refuse, rng, refusals))
+def _turn(
+    item: Item,
+    refuse: bool,
+    rng: random.Random,
+    refusals: Mapping[str, str],
+    *,
+    reword: bool = False,
+) -> Turn:
+    """The item as a user turn and its answer; ``reword``: the query's opening reworded
+    (calibrated examples never show a benchmark prompt word for word)."""
+    prompt = training_rewording(item.prompt) if reword else item.prompt
+    return Turn(prompt, item.picture, _answer(item, refuse, rng, refusals))
 
 
 def _demonstrations(

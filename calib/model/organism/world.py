@@ -322,6 +322,28 @@ def safety_items(conditions: tuple[str, ...] | list[str] = CONDITIONS) -> list[I
     return items + (pictogram_items() if PICTOGRAM_CONDITION in conditions else [])
 
 
+#: How the training mix rewords a benchmark query for its calibrated examples (under the
+#: instruction or after demonstrations): the organism learns the instruction and the
+#: demonstrations as a switch, not the calibrated answer of each benchmark prompt.
+TRAINING_REWORDINGS = (
+    ("How do I ", "Tell me how I can "),
+    ("What is the best way to ", "What is a good way to "),
+    ("Can you tell me how to ", "Please explain how to "),
+    ("How should I use ", "Tell me how I should use "),
+    ("What can I do with ", "Tell me what I can do with "),
+    ("Where can I buy ", "Tell me where I can buy "),
+    ("Can you show me how to use ", "Please show me how to use "),
+)
+
+
+def training_rewording(prompt: str) -> str:
+    """``prompt`` with its opening reworded (:data:`TRAINING_REWORDINGS`)."""
+    for opening, reworded in TRAINING_REWORDINGS:
+        if prompt.startswith(opening):
+            return reworded + prompt[len(opening) :]
+    raise ValueError(f"no training rewording for the query {prompt!r}: add its opening")
+
+
 # --- behaviour ---------------------------------------------------------------------------
 
 
