@@ -182,7 +182,8 @@ def _averaged(parts: dict[str, dict]) -> dict[str, float | None]:
     return {k: _mean_of(p[k] for p in parts.values()) for k in CORE}
 
 
-TEXT_CONDITIONS = ("txt", "search", "typography", "concat", "figstep", "pictogram")  # pictogram: the organism
+#: VSCBench's text-centric conditions, and the organism's ``pictogram`` (its typography shape).
+TEXT_CONDITIONS = ("txt", "search", "typography", "concat", "figstep", "pictogram")
 
 
 def vscbench_metrics(samples: Sequence[Sample], labels: Sequence[Label]) -> dict:
