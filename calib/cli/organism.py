@@ -59,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "overrides", nargs="*", help="model.organism.* overrides (key=value); table: run folders"
     )
-    args = parser.parse_args(argv)
+    # intermixed: `train --out DIR key=value` (overrides after an option) parses too
+    args = parser.parse_intermixed_args(argv)
     return run_program("calib-organism", lambda: _command(args))
 
 
