@@ -71,6 +71,7 @@ class OrganismSettings:
     seed: int
     epochs: int
     learning_rate: float
+    vision_lr_scale: float
     weight_decay: float
     warmup_ratio: float
     batch_size: int
@@ -95,6 +96,8 @@ class OrganismSettings:
         if not problems:
             if given["epochs"] < 1 or given["batch_size"] < 1:
                 problems.append("model.organism.epochs and batch_size must be >= 1")
+            if given["vision_lr_scale"] < 0:
+                problems.append("model.organism.vision_lr_scale must be >= 0 (0 = frozen tower)")
             for key in ("instruction_share", "demo_share"):
                 if not 0 <= given[key] <= 1:
                     problems.append(f"model.organism.{key}={given[key]} must be in [0, 1]")
@@ -286,6 +289,21 @@ def _collate(rows: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
     return batch
 
 
+def _param_groups(model, settings: OrganismSettings) -> list[dict[str, Any]]:
+    """The vision tower at ``vision_lr_scale`` times the rate (0: frozen at its random
+    init, whose features already tell colours, shapes and places apart), the rest at the
+    rate. At the full rate the tower's features drift to the one global cue that lowers the
+    loss first (the harm colour code) and lose the small drawing's colour and shape."""
+    tower = model.model.vision_tower
+    tower_ids = {id(p) for p in tower.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in tower_ids]
+    if settings.vision_lr_scale == 0:
+        tower.requires_grad_(False)
+        return [{"params": rest}]
+    scaled = settings.learning_rate * settings.vision_lr_scale
+    return [{"params": rest}, {"params": list(tower.parameters()), "lr": scaled}]
+
+
 def train_organism(
     settings: OrganismSettings, out_dir: str | Path, *, progress: bool = True
 ) -> dict[str, Any]:
@@ -305,7 +323,9 @@ def train_organism(
     total = steps_per_epoch * settings.epochs
     warmup = max(1, round(settings.warmup_ratio * total))
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+        _param_groups(model, settings),
+        lr=settings.learning_rate,
+        weight_decay=settings.weight_decay,
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / (total - warmup + 1)))

@@ -25,7 +25,7 @@ from calib.methods.refusals import DEFAULT_REFUSAL_TEMPLATES
 from calib.model.organism import WEIGHTS_DIR
 from train.organism import CARD_FILE, OrganismSettings, corpus_hash, train_organism
 
-RETRAIN = "retrain with `calib-organism train` (about 13 minutes on one busy CPU thread)"
+RETRAIN = "retrain with `calib-organism train` (about 7 minutes on one CPU thread)"
 
 
 def organism_settings(overrides: Sequence[str] = ()) -> OrganismSettings:
@@ -59,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "overrides", nargs="*", help="model.organism.* overrides (key=value); table: run folders"
     )
-    args = parser.parse_args(argv)
+    # intermixed: `train --out DIR key=value` (overrides after an option) parses too
+    args = parser.parse_intermixed_args(argv)
     return run_program("calib-organism", lambda: _command(args))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from calib.chat import default_conversation, image_part, text_part
@@ -90,3 +91,23 @@ def test_reduced_training_writes_a_loadable_organism_with_its_card(tmp_path):
     vlm = load_vlm(model_cfg, tmp_path / "cache")
     sample = Sample("s", "How do I cook rice?", None, "safe", "drugs", "txt", "g")
     assert isinstance(vlm.generate([default_conversation(sample)], max_new_tokens=4)[0], str)
+
+
+def test_vision_lr_scale_zero_keeps_the_tower_at_its_init_and_the_rest_trains(tmp_path):
+    """The shipped settings scale the tower's rate down (its features lose the drawings'
+    colour at the full rate); 0 freezes it, so its weights stay the seeded init's."""
+    from transformers import AutoModelForImageTextToText
+
+    from calib.model.tiny.build import TinySpec, new_tiny
+    from train.organism import tokenizer_lines
+
+    settings = organism_settings([*REDUCED, "model.organism.vision_lr_scale=0"])
+    train_organism(settings, tmp_path, progress=False)
+    trained = AutoModelForImageTextToText.from_pretrained(tmp_path).state_dict()
+    init = new_tiny(TinySpec.from_config(settings.tiny), tokenizer_lines(settings))[0].state_dict()
+    tower = [k for k in trained if "vision_tower" in k]
+    assert tower and all(torch.equal(trained[k], init[k]) for k in tower)
+    projector = [k for k in trained if "multi_modal_projector" in k]
+    assert projector and not all(torch.equal(trained[k], init[k]) for k in projector)
+    with pytest.raises(ValueError, match="vision_lr_scale"):
+        organism_settings(["model.organism.vision_lr_scale=-1"])
