@@ -250,6 +250,13 @@ class SteeringMethod:
         num_layers = vlm.num_layers
         self.selection = {}
         position = vectors.num_positions - 1  # the last post-instruction token
+        condition: dict[str, Any] | None = None
+        condition_first = (
+            self.mode == "conditional"
+            and self.layer == "auto"
+            and self.layer_select == "effect"
+            and self.condition_layer == "auto"
+        )
         if self.layer != "auto":
             if not 0 <= int(self.layer) < num_layers:
                 raise ConfigError(
@@ -261,6 +268,12 @@ class SteeringMethod:
             layer = choose_layer(vectors.auroc, self.skip_last)
             self.selection["layer"] = {"rule": "best held-out AUROC", "layer": layer}
         else:
+            if condition_first:
+                # CAST chooses its condition point on its own (find_best_condition_point);
+                # the behaviour layer then comes at or after it, so the condition is read
+                # before the vector is added.
+                last = candidate_layers(num_layers, self.skip_last)[-1]
+                condition = self._condition(vlm, vectors, validation, last)
             report = select_by_effect(
                 vlm,
                 vectors,
@@ -274,12 +287,13 @@ class SteeringMethod:
                 limit=self.selection_samples,
                 batch_size=self.forward_batch_size,
                 seed=self.seed,
+                min_layer=int(condition["layer"]) if condition else 0,
             )
             layer, position = report["layer"], vectors.num_positions + report["position"]
             self.selection["layer"] = report
-        condition = None
         if self.mode == "conditional":
-            condition = self._condition(vlm, vectors, validation, layer)
+            if condition is None:
+                condition = self._condition(vlm, vectors, validation, layer)
             self.selection["condition"] = condition
         if self._behaviour:
             self.selection["behaviour"] = self._behaviour

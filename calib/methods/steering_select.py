@@ -115,8 +115,10 @@ def select_by_effect(
     limit: int,
     batch_size: int,
     seed: int,
+    min_layer: int = 0,
 ) -> dict[str, Any]:
-    """Score every candidate on the validation part; the report of ``selection.json``.
+    """Score every candidate (from ``min_layer`` on) on the validation part; the report of
+    ``selection.json``.
 
     Raises:
         ConfigError: the validation part lacks unsafe or safe samples.
@@ -136,6 +138,8 @@ def select_by_effect(
     n_positions = vectors.num_positions
     rows = []
     for layer in candidate_layers(vectors.num_layers, skip_last):
+        if layer < min_layer:
+            continue
         for p in range(n_positions):
             if not bool(vectors.directions[p, layer].any()):
                 continue  # both sides agree here (a zero direction): nothing to steer

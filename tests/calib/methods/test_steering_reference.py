@@ -29,7 +29,7 @@ from tests.calib.methods.test_steering import (
     ready,
 )
 from tests.conftest import TINY_RUN
-from train.steering import post_instruction_length, read_prompt_states
+from train.steering import candidate_layers, post_instruction_length, read_prompt_states
 
 
 def logits(vlm, conversations) -> torch.Tensor:
@@ -168,6 +168,25 @@ def test_conditional_fit_chooses_condition_and_threshold_on_validation(
     assert condition["layer"] <= 2 == steering.plan.layer
     assert steering.plan.condition_layer == condition["layer"]
     assert steering.plan.tau == condition["tau"] and 0 <= condition["f1"] <= 1
+
+
+def test_auto_conditional_chooses_the_condition_first_and_steers_at_or_after_it(
+    tiny_llava, tiny_images, tmp_path
+):
+    """With layer and condition_layer both auto, the condition is chosen over every candidate
+    layer (CAST's find_best_condition_point) and the behaviour layer among those after it."""
+    samples = calibration_samples(tiny_images)
+    fit, validation = samples[:4], samples[4:]
+    steering = SteeringMethod(**{**DEFAULTS, "mode": "conditional", "layer": "auto"})
+    steering.fit(tiny_llava, fit, tmp_path, validation=validation)
+    selection = json.loads((tmp_path / "selection.json").read_text())
+    condition, layer = selection["condition"], selection["layer"]
+    candidates = candidate_layers(tiny_llava.num_layers, DEFAULTS["skip_last"])
+    assert [row["layer"] for row in condition["candidates"]] == list(range(candidates[-1] + 1))
+    assert layer["candidates"]
+    assert all(row["layer"] >= condition["layer"] for row in layer["candidates"])
+    assert condition["layer"] <= steering.plan.layer == layer["layer"]
+    assert steering.plan.condition_layer == condition["layer"]
 
 
 # --- positions ------------------------------------------------------------------------------
