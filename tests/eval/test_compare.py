@@ -133,6 +133,6 @@ def test_four_methods_experiment_sweeps_the_baseline_and_the_four_methods():
     cfg = compose_config(overrides=[*TINY_RUN, "experiment=four_methods"], return_hydra_config=True)
     assert cfg.hydra.mode == RunMode.MULTIRUN
     methods = cfg.hydra.sweeper.params.method.split(",")
-    assert methods == ["none", "prompting", "few_shot", "lora", "steering"]
+    assert methods == ["none", "prompting", "few_shot", "lora", "steering_cast"]
     assert all((config_dir() / "method" / f"{m}.yaml").is_file() for m in methods)
     assert cfg.utility._target_ == "eval.utility.sample.SampleUtility"  # scored beside safety

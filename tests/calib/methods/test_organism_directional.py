@@ -121,11 +121,6 @@ def test_few_shot_demonstrations_improve_the_mean(organism, baseline):
     assert few_shot.mean >= baseline.mean + 0.05, (few_shot, baseline)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured +0.4 points: layer=auto picks layer 0, where adding the direction "
-    "lowers refusals (see the sign test); remove this mark when steering reaches the target",
-)
 def test_conditional_steering_improves_the_mean(organism, baseline):
     steered = measure(organism, fitted(organism, "method=steering", "method.mode=conditional"))
     assert steered.mean >= baseline.mean + 0.05, (steered, baseline)
