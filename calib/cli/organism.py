@@ -25,7 +25,7 @@ from calib.methods.refusals import DEFAULT_REFUSAL_TEMPLATES
 from calib.model.organism import WEIGHTS_DIR
 from train.organism import CARD_FILE, OrganismSettings, corpus_hash, train_organism
 
-RETRAIN = "retrain with `calib-organism train` (about 7 minutes on one CPU thread)"
+RETRAIN = "retrain with `calib-organism train` (about 8 minutes on 2 CPU cores)"
 
 
 def organism_settings(overrides: Sequence[str] = ()) -> OrganismSettings:
