@@ -261,29 +261,48 @@ def image_queries() -> list[tuple[str, str]]:
     ]
 
 
+def picture_pair(
+    group: str,
+    category: str,
+    condition: str,
+    prompt: str,
+    variant: int,
+    *,
+    steps: str,
+    family: str,
+    trigger: bool,
+) -> list[Item]:
+    """One query asked of a harmless (safe) and of a harmful (unsafe) pictogram."""
+    return [
+        Item(
+            id=f"{group}/{label}",
+            group=group,
+            label=label,
+            category=category,
+            condition=condition,
+            prompt=prompt,
+            picture=Picture(category, label == "unsafe", variant),
+            steps=steps,
+            family=family,
+            trigger=trigger,
+        )
+        for label in ("safe", "unsafe")
+    ]
+
+
 def image_items() -> list[Item]:
     """Every image-borne pair: each query asked of a harmless and a harmful picture."""
     items = []
     for q, (query, steps) in enumerate(image_queries()):
+        topic = query.split(" ")[0].lower() + "-" + str(q // len(IMAGE_REFERENCES))
         for k in range(IMAGE_CATEGORIES_PER_QUERY):
             category = CATEGORIES[(q + k) % len(CATEGORIES)]
             variant = (q * IMAGE_CATEGORIES_PER_QUERY + k) % 8
             group = f"organism/image/{q:02d}-{category}"
-            for label in ("safe", "unsafe"):
-                items.append(
-                    Item(
-                        id=f"{group}/{label}",
-                        group=group,
-                        label=label,
-                        category=category,
-                        condition=IMAGE_CONDITION,
-                        prompt=query,
-                        picture=Picture(category, label == "unsafe", variant),
-                        steps=steps,
-                        family=query.split(" ")[0].lower() + "-" + str(q // len(IMAGE_REFERENCES)),
-                        trigger=False,
-                    )
-                )
+            items += picture_pair(
+                group, category, IMAGE_CONDITION, query, variant,
+                steps=steps, family=topic, trigger=False,
+            )  # fmt: skip
     return items
 
 
@@ -294,23 +313,11 @@ def pictogram_items() -> list[Item]:
     for f, family in enumerate(FAMILIES):
         slug = family.verb.replace(" ", "_")
         for p, (_, steps) in enumerate(family.safe):
-            template = PICTOGRAM_TEMPLATES[p % len(PICTOGRAM_TEMPLATES)]
-            group = f"organism/pictogram/{slug}-{p}"
-            for label in ("safe", "unsafe"):
-                items.append(
-                    Item(
-                        id=f"{group}/{label}",
-                        group=group,
-                        label=label,
-                        category=family.category,
-                        condition=PICTOGRAM_CONDITION,
-                        prompt=template.format(verb=family.verb),
-                        picture=Picture(family.category, label == "unsafe", (f * 3 + p) % 8),
-                        steps=steps,
-                        family=family.verb,
-                        trigger=family.trigger,
-                    )
-                )
+            prompt = PICTOGRAM_TEMPLATES[p % len(PICTOGRAM_TEMPLATES)].format(verb=family.verb)
+            items += picture_pair(
+                f"organism/pictogram/{slug}-{p}", family.category, PICTOGRAM_CONDITION, prompt,
+                (f * 3 + p) % 8, steps=steps, family=family.verb, trigger=family.trigger,
+            )  # fmt: skip
     return items
 
 
