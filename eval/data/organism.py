@@ -45,6 +45,9 @@ def _sample(item: Item, image_dir: Path) -> Sample:
             "family": item.family,
             "query": item.prompt,
             "trigger": item.trigger,
+            # One picture per side: VSCBench's per-index averaging (metrics' ``vscbench``
+            # block) has the one index 0, as data=sample.
+            **({"image_index": 0} if item.condition == IMAGE_CONDITION else {}),
         },
     )
 

@@ -26,6 +26,20 @@ def test_samples_have_both_shapes_meta_and_rendered_pictures(tmp_path):
         assert image.size == (32, 32)
 
 
+def test_vscbench_aggregation_covers_all_three_conditions(tmp_path):
+    """The authors' aggregation (metrics' ``vscbench`` block) reads the image-centric half
+    by image index and the text-centric half by condition, pictogram included."""
+    from calib.types import Label
+    from eval.metrics import vscbench_metrics
+
+    samples = organism_samples(tmp_path, ["image", "txt", "pictogram"])
+    assert {s.meta.get("image_index") for s in samples if s.condition == "image"} == {0}
+    labels = [Label.REFUSE if s.label == "unsafe" else Label.COMPLY for s in samples]
+    figures = vscbench_metrics(samples, labels)
+    assert figures["image_centric"]["sra_u"] == figures["image_centric"]["sra_s"] == 1.0
+    assert set(figures["text_centric"]["by_condition"]) == {"txt", "pictogram"}
+
+
 def test_splits_share_no_group_nor_prompt(tmp_path):
     splits = load_organism(str(tmp_path), ["image", "txt"], 0.2, 0.25, seed=0, limit=None)
     parts = [splits.fit, splits.validation, splits.evaluation]
