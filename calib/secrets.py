@@ -1,9 +1,10 @@
 """What counts as a secret: key names and value patterns, never a bare substring.
 
-Used twice: ``calib-run`` refuses a secret given as a command-line override before anything
-is written (:func:`override_secrets`), and the W&B logger redacts the config it sends
-(``eval.loggers.redact``). A substring rule ("token") would hide ``max_new_tokens``; these
-rules look at whole name parts and at what the value looks like.
+Used twice: ``calib-run`` and ``calib-judge`` refuse a secret given as a command-line
+override before anything is written (:func:`override_secrets`), and the W&B logger
+redacts the config it sends (``eval.loggers.redact``). A substring rule ("token") would
+hide ``max_new_tokens``; these rules look at whole name parts and at what the value
+looks like.
 """
 
 from __future__ import annotations
@@ -111,13 +112,15 @@ def override_secrets(overrides: Iterable[str]) -> list[str]:
     return found
 
 
-def secret_override_message(keys: list[str]) -> str:
-    """What ``calib-run`` says (the values are never repeated)."""
+def secret_override_message(
+    keys: list[str], where: str = "the run's config.yaml, .hydra/*.yaml and the W&B run"
+) -> str:
+    """What ``calib-run`` (and ``calib-judge``) says (the values are never repeated)."""
     first = keys[0]
     env_key = f"{first.rsplit('.', 1)[0]}.api_key_env" if "." in first else "judge.api_key_env"
     return (
-        f"{', '.join(keys)}: a secret on the command line would be written into the run's "
-        "config.yaml, .hydra/*.yaml and the W&B run. Nothing was written. Put it in an "
+        f"{', '.join(keys)}: a secret on the command line would be written into {where}. "
+        "Nothing was written. Put it in an "
         "environment variable and name that variable instead, e.g. "
         f"export OPENAI_API_KEY=... then {env_key}=OPENAI_API_KEY"
     )

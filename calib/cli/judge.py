@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from calib.cli.common import compose_config, program, run_program
 from calib.cli.csv_check import read_labels
 from calib.errors import ConfigError
+from calib.secrets import override_secrets, secret_override_message
 from calib.types import Label
 from eval.judges.agreement import (
     HUMAN_LABELS,
@@ -224,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _eval_exit_code(overrides: Sequence[str]) -> int:
+    secrets = override_secrets(overrides)
+    if secrets:  # refused before anything is composed or written, never echoed
+        raise ConfigError(secret_override_message(secrets, "your shell history"))
     eval_command(overrides)
     return 0
 

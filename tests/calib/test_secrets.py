@@ -74,3 +74,13 @@ def test_calib_run_refuses_a_secret_before_writing_anything(tmp_path):
     assert KEY not in done.stderr + done.stdout, "the secret is never echoed"
     assert "Traceback" not in done.stderr
     assert not run_dir.exists() and not (tmp_path / "cache").exists(), "nothing was written"
+
+
+def test_calib_judge_refuses_a_secret_override(tmp_path, capsys):
+    from calib.cli.judge import main
+
+    code = main(["eval", "judge=llm", f"judge.api_key={KEY}", f"out={tmp_path / 'out'}",
+                 f"labels={tmp_path / 'labels.csv'}"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "judge.api_key_env=OPENAI_API_KEY" in err
+    assert KEY not in err and not (tmp_path / "out").exists()
