@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from calib.model import VLM
-from calib.model.answers import ANSWER_MARKER, answer_tokens, assistant_turn
+from calib.model.answers import AssistantTurn, answer_tokens, assistant_turn
 from calib.types import Conversation
 
 #: Bump when the sequences the collator builds change: it is part of the training key.
@@ -50,20 +50,12 @@ def stop_ids(vlm: VLM) -> set[int]:
     return {i for i in ids if i is not None}
 
 
-def end_of_turn_id(vlm: VLM) -> int:
+def end_of_turn_id(vlm: VLM, turn: AssistantTurn | None = None) -> int:
     """The token an answer ends with: the first stop token the chat template writes after an
     assistant message, or EOS when it writes none (LLaVA-1.5's template ends with a space)."""
-    conversation = [
-        {"role": "user", "content": [{"type": "text", "text": "hi"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": ANSWER_MARKER}]},
-    ]
-    try:
-        rendered = vlm.render([conversation], add_generation_prompt=False)[0]
-    except Exception:  # a template that cannot render an assistant turn: fall back to EOS
-        rendered = ""
-    suffix = rendered.split(ANSWER_MARKER, 1)[1] if ANSWER_MARKER in rendered else ""
+    tail = (turn or assistant_turn(vlm)).tail
     stops = stop_ids(vlm)
-    for token in vlm.tokenizer(suffix, add_special_tokens=False)["input_ids"]:
+    for token in vlm.tokenizer(tail, add_special_tokens=False)["input_ids"]:
         if token in stops:
             return int(token)
     if vlm.tokenizer.eos_token_id is None:
@@ -113,9 +105,9 @@ class ParityCollator:
 
     def __init__(self, vlm: VLM) -> None:
         self.vlm = vlm
-        self.end_id = end_of_turn_id(vlm)
-        self.completion_type = _COMPLETION_TOKEN_TYPE.get(vlm.model.config.model_type, 0)
         self._turn = assistant_turn(vlm)
+        self.end_id = end_of_turn_id(vlm, self._turn)
+        self.completion_type = _COMPLETION_TOKEN_TYPE.get(vlm.model.config.model_type, 0)
 
     def completion_ids(self, text: str) -> list[int]:
         """The answer's tokens as the template writes them after the generation prompt, and

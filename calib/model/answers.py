@@ -19,26 +19,34 @@ ANSWER_MARKER = "vsc-calib-answer-marker"
 @dataclass(frozen=True)
 class AssistantTurn:
     """How the chat template writes an answer: ``anchor`` is a rendered generation prompt
-    (what the model sees before its first token), ``lead`` the text the template puts between
-    that prompt and the answer (``" "`` after LLaVA-1.5's ``ASSISTANT:``, ``""`` after
-    Gemma-3's ``<start_of_turn>model\n``)."""
+    (what the model sees before its first token) and ``anchor_ids`` its tokens, ``lead`` the
+    text the template puts between that prompt and the answer (``" "`` after LLaVA-1.5's
+    ``ASSISTANT:``, ``""`` after Gemma-3's ``<start_of_turn>model\n``), ``tail`` what it
+    writes after the answer (where its end-of-turn token is)."""
 
     anchor: str
+    anchor_ids: tuple[int, ...]
     lead: str
+    tail: str
 
 
 def assistant_turn(vlm: VLM) -> AssistantTurn:
-    """The template's generation prompt and answer lead, read off a rendered exchange."""
+    """The template's generation prompt, answer lead and tail, read off a rendered exchange
+    (empty where the template cannot render an assistant turn: answers as they are)."""
     user = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
     answer = {"role": "assistant", "content": [{"type": "text", "text": ANSWER_MARKER}]}
     try:
         anchor = vlm.render([user], add_generation_prompt=True)[0]
         full = vlm.render([[*user, answer]], add_generation_prompt=False)[0]
-    except Exception:  # a template that cannot render an assistant turn: answers as they are
-        return AssistantTurn("", "")
-    if ANSWER_MARKER not in full or not full.startswith(anchor):
-        return AssistantTurn("", "")
-    return AssistantTurn(anchor, full[len(anchor) :].split(ANSWER_MARKER, 1)[0])
+    except Exception:  # a template that cannot render an assistant turn
+        return AssistantTurn("", (), "", "")
+    if ANSWER_MARKER not in full:
+        return AssistantTurn("", (), "", "")
+    head, tail = full.split(ANSWER_MARKER, 1)
+    if not head.startswith(anchor):
+        return AssistantTurn("", (), "", tail)
+    ids = tuple(vlm.tokenizer(anchor, add_special_tokens=False)["input_ids"])
+    return AssistantTurn(anchor, ids, head[len(anchor) :], tail)
 
 
 def answer_tokens(vlm: VLM, text: str, turn: AssistantTurn) -> list[int]:
@@ -51,7 +59,7 @@ def answer_tokens(vlm: VLM, text: str, turn: AssistantTurn) -> list[int]:
     own tokens when the anchor's tokens are not a prefix (a merge across the boundary)."""
     tokenizer = vlm.tokenizer
     if turn.anchor:
-        context = tokenizer(turn.anchor, add_special_tokens=False)["input_ids"]
+        context = list(turn.anchor_ids)
         ids = tokenizer(turn.anchor + turn.lead + text, add_special_tokens=False)["input_ids"]
         if ids[: len(context)] == context and len(ids) > len(context):
             return list(ids[len(context) :])
