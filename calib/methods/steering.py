@@ -190,25 +190,15 @@ class SteeringMethod:
                 "method.direction_source=behaviour needs method.judge (the run's judge: "
                 "judge: ${judge} in conf/method/steering.yaml)"
             )
-        kept = [s for s in samples if s.label in ("safe", "unsafe")]
-        answers = base_answers(
-            vlm,
-            kept,
-            batch_size=self.generate_batch_size,
-            decoding=self.decoding,
-            cache_dir=self.cache_dir,
-        )
-        labels = self.judge.label(kept, answers) if kept else []
+        kept, answers, labels = self._judged_base_answers(vlm, samples)
         sides: dict[str, bool] = {}
         refusals: list[str] = []
         complied: list[str] = []
         for sample, answer, label in zip(kept, answers, labels, strict=True):
-            if sample.label == "unsafe" and label == Label.REFUSE:
-                sides[sample.id] = True
-                refusals.append(answer)
-            elif sample.label == "safe" and label == Label.COMPLY:
-                sides[sample.id] = False
-                complied.append(answer)
+            side = behaviour_side(sample, label)
+            if side is not None:
+                sides[sample.id] = side
+                (refusals if side else complied).append(answer)
         counts = {
             "unsafe_refused": sum(sides.values()),
             "safe_complied": sum(not v for v in sides.values()),
@@ -299,6 +289,22 @@ class SteeringMethod:
             self.selection["behaviour"] = self._behaviour
         self.use_vectors(vectors, num_layers, layer=layer, position=position, condition=condition)
 
+    def _judged_base_answers(
+        self, vlm: VLM, samples: Sequence[Sample]
+    ) -> tuple[list[Sample], list[str], list[Label]]:
+        """The labelled samples, the base model's answers to them (cached) and the judge's
+        labels of those answers."""
+        assert self.judge is not None
+        kept = [s for s in samples if s.label in ("safe", "unsafe")]
+        answers = base_answers(
+            vlm,
+            kept,
+            batch_size=self.generate_batch_size,
+            decoding=self.decoding,
+            cache_dir=self.cache_dir,
+        )
+        return kept, answers, self.judge.label(kept, answers) if kept else []
+
     def _selection_side(self, vlm: VLM, validation: Sequence[Sample]) -> list[Sample]:
         """The validation samples layer selection scores. With a behaviour direction, as the
         reference: unsafe ones the base model refuses and safe ones it complies with (judged),
@@ -307,16 +313,9 @@ class SteeringMethod:
         judged side has fewer than two samples."""
         if self._behaviour.get("used") != "behaviour":
             return list(validation)
-        kept = [s for s in validation if s.label in ("safe", "unsafe")]
-        answers = base_answers(
-            vlm, kept, batch_size=self.generate_batch_size, decoding=self.decoding,
-            cache_dir=self.cache_dir,
-        )  # fmt: skip
-        labels = self.judge.label(kept, answers) if kept and self.judge else []
-        side = [
-            s for s, lab in zip(kept, labels, strict=True)
-            if (s.label, lab) in (("unsafe", Label.REFUSE), ("safe", Label.COMPLY))
-        ]  # fmt: skip
+        kept, _, labels = self._judged_base_answers(vlm, validation)
+        judged = zip(kept, labels, strict=True)
+        side = [s for s, lab in judged if behaviour_side(s, lab) is not None]
         counts = Counter(s.label for s in side)
         self._behaviour["validation"] = dict(counts)
         return side if min(counts["unsafe"], counts["safe"]) >= 2 else list(validation)
@@ -518,6 +517,16 @@ def first_token(vlm: VLM, text: str, turn: AssistantTurn | None = None) -> int |
     (with the space a template such as ``ASSISTANT: {answer}`` puts before it)."""
     ids = answer_tokens(vlm, text.strip(), turn or assistant_turn(vlm))
     return ids[0] if ids else None
+
+
+def behaviour_side(sample: Sample, label: Label) -> bool | None:
+    """A sample's side of the behaviour direction: True for an unsafe one the model refused,
+    False for a safe one it complied with, None otherwise (left out)."""
+    if sample.label == "unsafe" and label == Label.REFUSE:
+        return True
+    if sample.label == "safe" and label == Label.COMPLY:
+        return False
+    return None
 
 
 #: Openings of helpful answers: a refusal token that also starts these says nothing.
